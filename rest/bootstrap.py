@@ -1,0 +1,68 @@
+"""Bootstrap: the starting BC policy — a given model directory, or one trained from scratch.
+
+No pretrained translation model can be downloaded here, so the default path trains a
+joint BPE tokenizer and a tiny pre-LN mBART-style model with NLL on the training split,
+until validation reward stops improving (ReST's gain only means something over a
+converged BC policy).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict
+
+from .config import BootstrapConfig
+from .data import read_rows
+from .io import copy_tree, sha256_path
+from .policy import (build_model, check_policy_dir, fingerprint, policy_info, save_policy,
+                     set_threads, train_tokenizer)
+from .rewards import get_reward
+from .train import TrainSpec, train_nll
+
+log = logging.getLogger(__name__)
+
+
+def resolve_policy(uri: str, workdir: str | None = None) -> str:
+    """A local directory for a policy given as a path or s3:// prefix."""
+    if uri.startswith("s3://"):
+        from . import storage
+
+        return storage.fetch_dir_to_local(uri, workdir or tempfile.mkdtemp(prefix="rest-policy-"))
+    return uri
+
+
+def bootstrap(cfg: BootstrapConfig, train_path: str, valid_path: str, out_dir: str,
+              reward: str = "chrf", checkpoint_dir: str | None = None, threads: int = 0) -> dict:
+    """Write the starting policy to ``out_dir``; returns its info (lineage, training record)."""
+    if cfg.policy:
+        src = resolve_policy(cfg.policy)
+        check_policy_dir(src)
+        copy_tree(src, out_dir)
+        info = policy_info(out_dir)
+        log.info("bootstrap: using given policy %s", cfg.policy)
+        return {**info, "source": cfg.policy, "sha256": sha256_path(out_dir), "trained": False}
+    set_threads(threads)
+    t0 = time.time()
+    train_rows, valid_rows = read_rows(train_path), read_rows(valid_path)
+    log.info("bootstrap: training a %d-token BPE tokenizer on %d pairs", cfg.vocab_size, len(train_rows))
+    tokenizer = train_tokenizer((t for r in train_rows for t in (r["source"], r["target"])), cfg.vocab_size)
+    model = build_model(tokenizer, cfg.d_model, cfg.ffn_dim, cfg.layers, cfg.heads, cfg.dropout, cfg.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("bootstrap: model with %.2fM parameters", n_params / 1e6)
+    spec = TrainSpec(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps, batch_tokens=cfg.batch_tokens,
+                     max_epochs=cfg.max_epochs, eval_every=cfg.eval_every, patience=cfg.patience,
+                     max_minutes=cfg.max_minutes, seed=cfg.seed, label="bootstrap")
+    result = train_nll(model, tokenizer, train_rows, valid_rows, spec, get_reward(reward),
+                       checkpoint_dir=checkpoint_dir,
+                       fingerprint=fingerprint([asdict(cfg), sha256_path(train_path), sha256_path(valid_path)]))
+    info = {"kind": "bc", "optimizer_steps_since_bc": 0, "parameters": n_params,
+            "bootstrap_config": asdict(cfg), "train_sha256": sha256_path(train_path),
+            "bc_training": {"steps": result.steps, "epochs": result.epochs, "stopped": result.stopped,
+                            "best_valid_reward": result.best_valid_reward, "best_step": result.best_step,
+                            "tokens_per_s": result.tokens_per_s, "wall_s": time.time() - t0,
+                            "history": result.history}}
+    save_policy(model, tokenizer, out_dir, info)
+    return {**info, "sha256": sha256_path(out_dir), "trained": True}
+

@@ -1,0 +1,440 @@
+"""One config dataclass per ReST step: the single source of defaults, help text and checks.
+
+The CLI flags (``--sample.temperature 0.8``), the YAML config files (``sample: {temperature:
+0.8}``) and the values compiled into the pipeline's tasks all come from these classes.
+Every field carries its help text in ``metadata["help"]``; ``__post_init__`` rejects bad
+values with a message that names the field and how to fix it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+# Where the project keeps its bundled data and the BC policy its bootstrap command built.
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATA_DIR = os.path.join(PROJECT_ROOT, "data", "libreoffice-de-en")
+DEFAULT_POLICY_DIR = os.path.join(PROJECT_ROOT, "models", "bc-libreoffice-de-en")
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the field and the fix."""
+
+
+def _help(text: str, **extra) -> dict:
+    return {"help": text, **extra}
+
+
+def _check(ok: bool, where: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{where}: {message}")
+
+
+@dataclass
+class DataConfig:
+    """Parallel data: where it is and which columns hold source and target."""
+
+    train: str = field(default=os.path.join(DEFAULT_DATA_DIR, "train.tsv"), metadata=_help(
+        "Training pairs: a local path or s3:// URI to a TSV (header row naming the columns) or JSONL file."))
+    valid: str = field(default=os.path.join(DEFAULT_DATA_DIR, "valid.tsv"), metadata=_help(
+        "Validation pairs (checkpoint selection). Empty: split off `valid_fraction` of train by seed."))
+    test: str = field(default=os.path.join(DEFAULT_DATA_DIR, "test.tsv"), metadata=_help(
+        "Held-out test pairs (reported metrics). Empty: split off `test_fraction` of train by seed."))
+    source_column: str = field(default="de", metadata=_help("Column (TSV header / JSON key) of the source text."))
+    target_column: str = field(default="en", metadata=_help("Column of the reference translation."))
+    id_column: str = field(default="id", metadata=_help(
+        "Column with a stable row id; when absent, ids are `<file>:<line>`."))
+    valid_fraction: float = field(default=0.02, metadata=_help(
+        "Share of train split off as validation when `valid` is empty."))
+    test_fraction: float = field(default=0.05, metadata=_help(
+        "Share of train split off as test when `test` is empty."))
+    max_valid: int = field(default=500, metadata=_help(
+        "Validation sentences used for checkpoint selection (0 = all); keeps each check fast."))
+    max_test: int = field(default=0, metadata=_help("Test sentences evaluated (0 = all)."))
+    grow_sources: int = field(default=3000, metadata=_help(
+        "Training sources that each Grow step samples for (0 = all of train); chosen by seed."))
+    max_words: int = field(default=200, metadata=_help(
+        "Rows whose source or target has more words than this are rejected as malformed."))
+    seed: int = field(default=13, metadata=_help("Seed for the splits and the Grow subset."))
+
+    def __post_init__(self):
+        where = "data"
+        _check(bool(self.train), f"{where}.train", "is empty; give a TSV/JSONL path or s3:// URI")
+        _check(self.source_column != self.target_column, f"{where}.source_column",
+               f"equals target_column ({self.target_column!r}); name two different columns")
+        for name in ("valid_fraction", "test_fraction"):
+            v = getattr(self, name)
+            _check(0.0 < v < 0.5, f"{where}.{name}", f"is {v}; use a share between 0 and 0.5, e.g. 0.05")
+        for name in ("max_valid", "max_test", "grow_sources"):
+            _check(getattr(self, name) >= 0, f"{where}.{name}", "must be >= 0 (0 means all)")
+        _check(self.max_words >= 1, f"{where}.max_words", "must be >= 1")
+
+
+@dataclass
+class BootstrapConfig:
+    """The starting (BC) policy: a given model directory, or one trained from scratch with NLL."""
+
+    policy: str = field(default=DEFAULT_POLICY_DIR, metadata=_help(
+        "Hugging Face seq2seq model directory (or s3:// URI) to start from. Empty: train a tiny "
+        "model from scratch on the training split (the paper's BC policy)."))
+    vocab_size: int = field(default=4000, metadata=_help("Joint BPE vocabulary size of a trained tokenizer."))
+    d_model: int = field(default=128, metadata=_help("Hidden size of a from-scratch model."))
+    ffn_dim: int = field(default=512, metadata=_help("Feed-forward size of a from-scratch model."))
+    layers: int = field(default=3, metadata=_help("Encoder and decoder layers of a from-scratch model."))
+    heads: int = field(default=4, metadata=_help("Attention heads; must divide d_model."))
+    dropout: float = field(default=0.1, metadata=_help("Dropout of a from-scratch model."))
+    learning_rate: float = field(default=2e-3, metadata=_help("Peak learning rate (pre-LN tolerates 2e-3)."))
+    warmup_steps: int = field(default=300, metadata=_help("Linear warm-up steps, then inverse-sqrt decay."))
+    batch_tokens: int = field(default=6000, metadata=_help("Source+target tokens per batch (length-bucketed)."))
+    max_epochs: int = field(default=60, metadata=_help("Upper bound on epochs; early stopping ends sooner."))
+    eval_every: int = field(default=500, metadata=_help("Optimizer steps between validation chrF checks."))
+    patience: int = field(default=4, metadata=_help(
+        "Stop after this many checks without a better validation chrF (convergence)."))
+    max_minutes: float = field(default=120.0, metadata=_help("Wall-clock budget for training (minutes)."))
+    trust_remote_code: bool = field(default=False, metadata=_help(
+        "Let a model directory run its own Python code. Off: only safetensors weights of known architectures load."))
+    seed: int = field(default=13, metadata=_help("Seed for initialisation and batching."))
+
+    def __post_init__(self):
+        w = "bootstrap"
+        _check(self.vocab_size >= 100, f"{w}.vocab_size", "must be >= 100")
+        _check(self.d_model % self.heads == 0 if self.heads > 0 else False, f"{w}.heads",
+               f"must be > 0 and divide d_model ({self.d_model})")
+        _check(self.layers >= 1 and self.ffn_dim >= 1, f"{w}.layers", "layers and ffn_dim must be >= 1")
+        _check(0.0 <= self.dropout < 1.0, f"{w}.dropout", "must be in [0, 1)")
+        _check(self.learning_rate > 0, f"{w}.learning_rate", "must be > 0, e.g. 2e-3")
+        _check(self.batch_tokens >= 64, f"{w}.batch_tokens", "must be >= 64")
+        _check(self.max_epochs >= 1 and self.eval_every >= 1 and self.patience >= 1,
+               f"{w}.max_epochs", "max_epochs, eval_every and patience must be >= 1")
+        _check(self.max_minutes > 0, f"{w}.max_minutes", "must be > 0")
+
+
+@dataclass
+class SampleConfig:
+    """Grow: how many candidates the policy samples per source, and how."""
+
+    num_samples: int = field(default=8, metadata=_help("Candidates sampled per source (paper: 25-100)."))
+    temperature: float = field(default=0.8, metadata=_help("Sampling temperature (paper: 0.8); must be > 0."))
+    top_k: int = field(default=0, metadata=_help("Sample only from the k most likely tokens (0 = off)."))
+    max_length_ratio: float = field(default=2.0, metadata=_help(
+        "Stop a candidate at this many times its source's token count (plus 10)."))
+    batch_sentences: int = field(default=64, metadata=_help(
+        "Sources per generate() call; sources are bucketed by length so a batch pads little."))
+    include_references: bool = field(default=True, metadata=_help(
+        "Add the human reference of every source to the grown set (paper: D_g = samples + D)."))
+    num_shards: int = field(default=1, metadata=_help(
+        "Split the sources into this many shards; the pipeline samples them in parallel tasks."))
+    threads: int = field(default=0, metadata=_help("torch CPU threads (0 = all cores)."))
+    seed: int = field(default=13, metadata=_help("Seed; with the Grow index, fixes every sample."))
+
+    def __post_init__(self):
+        w = "sample"
+        _check(self.num_samples >= 1, f"{w}.num_samples", f"is {self.num_samples}; sample at least 1 candidate")
+        _check(self.temperature > 0, f"{w}.temperature",
+               f"is {self.temperature}; must be > 0 (0.8 in the paper; use num_samples=1 for greedy-like)")
+        _check(self.top_k >= 0, f"{w}.top_k", "must be >= 0 (0 = off)")
+        _check(self.max_length_ratio > 0, f"{w}.max_length_ratio", "must be > 0, e.g. 2.0")
+        _check(self.batch_sentences >= 1, f"{w}.batch_sentences", "must be >= 1")
+        _check(self.num_shards >= 1, f"{w}.num_shards", "must be >= 1")
+        _check(self.threads >= 0, f"{w}.threads", "must be >= 0")
+
+
+@dataclass
+class ScoreConfig:
+    """The reward R(x, y): a registered name, a learned reward model, or your own function."""
+
+    reward: str = field(default="chrf", metadata=_help(
+        "Reward name: chrf, bleu (sentence-level sacrebleu vs the reference, in [0,1]), "
+        "reward_model (see reward_model_path), or a dotted path 'module:function' (needs allow_code_reward)."))
+    reward_model_path: str = field(default="", metadata=_help(
+        "Hugging Face sequence-classification model directory used when reward=reward_model."))
+    allow_code_reward: bool = field(default=False, metadata=_help(
+        "Allow reward='module:function': this imports and runs that code. Off by default."))
+    batch_size: int = field(default=256, metadata=_help("Candidates scored per call."))
+
+    def __post_init__(self):
+        w = "score"
+        _check(bool(self.reward), f"{w}.reward", "is empty; use chrf, bleu, reward_model or module:function")
+        if self.reward == "reward_model":
+            _check(bool(self.reward_model_path), f"{w}.reward_model_path",
+                   "is empty but reward=reward_model; give the model directory")
+        if ":" in self.reward:
+            _check(self.allow_code_reward, f"{w}.reward",
+                   f"{self.reward!r} is a dotted path: it runs code, so set score.allow_code_reward=true to allow it")
+        _check(self.batch_size >= 1, f"{w}.batch_size", "must be >= 1")
+
+
+@dataclass
+class FilterConfig:
+    """Improve's filter: keep candidates whose reward passes a rising threshold."""
+
+    thresholds: list[float] = field(default_factory=lambda: [0.5, 0.6, 0.7], metadata=_help(
+        "Rising reward thresholds, one per Improve step (rewards in [0,1]); their count is I."))
+    mode: str = field(default="global", metadata=_help(
+        "global: keep reward >= threshold. percentile: keep a source's candidates at or above "
+        "its own percentile given by `percentiles`."))
+    percentiles: list[float] = field(default_factory=lambda: [50.0, 70.0, 90.0], metadata=_help(
+        "Per-source percentiles (0-100), one per Improve step, used when mode=percentile."))
+    guard: str = field(default="raise", metadata=_help(
+        "When the first threshold is not above the grown set's mean reward (paper's rule): "
+        "raise = lift it just above the mean, error = stop with an error, off = keep it."))
+    max_per_source: int = field(default=0, metadata=_help(
+        "Keep at most this many best candidates per source (0 = no cap; ReST-EM uses 10)."))
+    keep_references: bool = field(default=True, metadata=_help(
+        "References go through the same filter as samples (they score 1.0 under a reference-based reward)."))
+
+    def __post_init__(self):
+        w = "filter"
+        _check(self.mode in ("global", "percentile"), f"{w}.mode", f"is {self.mode!r}; use global or percentile")
+        _check(self.guard in ("raise", "error", "off"), f"{w}.guard", f"is {self.guard!r}; use raise, error or off")
+        _check(len(self.thresholds) >= 1, f"{w}.thresholds", "is empty; give at least one threshold, e.g. [0.5, 0.6, 0.7]")
+        for k, (a, b) in enumerate(zip(self.thresholds, self.thresholds[1:])):
+            _check(b > a, f"{w}.thresholds", f"must rise: step {k + 2} ({b}) is not above step {k + 1} ({a})")
+        for t in self.thresholds:
+            _check(0.0 <= t <= 1.0, f"{w}.thresholds", f"{t} is outside the reward range [0, 1]")
+        if self.mode == "percentile":
+            _check(len(self.percentiles) == len(self.thresholds), f"{w}.percentiles",
+                   f"has {len(self.percentiles)} values but thresholds has {len(self.thresholds)}; give one per Improve step")
+            for p in self.percentiles:
+                _check(0.0 <= p < 100.0, f"{w}.percentiles", f"{p} is outside [0, 100)")
+        _check(self.max_per_source >= 0, f"{w}.max_per_source", "must be >= 0 (0 = no cap)")
+
+    @property
+    def improve_steps(self) -> int:
+        return len(self.thresholds)
+
+
+@dataclass
+class FinetuneConfig:
+    """Improve's fine-tune: BC (NLL) on the filtered set, continuing from the previous policy."""
+
+    learning_rate: float = field(default=5e-4, metadata=_help("Learning rate of the first Improve step."))
+    lr_decay: float = field(default=0.5, metadata=_help(
+        "Each later Improve step multiplies the learning rate by this (paper: lower rate per step)."))
+    epochs: int = field(default=2, metadata=_help("Passes over the filtered set per Improve step."))
+    batch_tokens: int = field(default=6000, metadata=_help("Source+target tokens per batch (length-bucketed)."))
+    warmup_steps: int = field(default=30, metadata=_help("Linear warm-up steps of each Improve step."))
+    loss: str = field(default="nll", metadata=_help(
+        "nll: behaviour cloning on what passed (the paper's best). reward_weighted: NLL weighted by reward."))
+    eval_every: int = field(default=0, metadata=_help(
+        "Optimizer steps between validation checks (0 = once per epoch); the best checkpoint is kept."))
+    checkpoint_every: int = field(default=50, metadata=_help(
+        "Optimizer steps between resumable checkpoints (a killed step resumes from the last one)."))
+    threads: int = field(default=0, metadata=_help("torch CPU threads (0 = all cores)."))
+    seed: int = field(default=13, metadata=_help("Seed for batching and dropout."))
+
+    def __post_init__(self):
+        w = "finetune"
+        _check(self.learning_rate > 0, f"{w}.learning_rate", "must be > 0, e.g. 5e-4")
+        _check(0 < self.lr_decay <= 1, f"{w}.lr_decay", "must be in (0, 1]")
+        _check(self.epochs >= 1, f"{w}.epochs", "must be >= 1")
+        _check(self.batch_tokens >= 64, f"{w}.batch_tokens", "must be >= 64")
+        _check(self.loss in ("nll", "reward_weighted"), f"{w}.loss", f"is {self.loss!r}; use nll or reward_weighted")
+        _check(self.eval_every >= 0 and self.checkpoint_every >= 1, f"{w}.eval_every",
+               "eval_every must be >= 0 and checkpoint_every >= 1")
+
+    def learning_rate_for(self, improve_step: int) -> float:
+        """Learning rate of Improve step ``improve_step`` (1-based)."""
+        return self.learning_rate * self.lr_decay ** (improve_step - 1)
+
+
+@dataclass
+class EvaluateConfig:
+    """Evaluation on the held-out test split."""
+
+    decode: str = field(default="greedy", metadata=_help("greedy or beam."))
+    beam_size: int = field(default=4, metadata=_help("Beam width when decode=beam."))
+    best_of_n: int = field(default=0, metadata=_help(
+        "Also report best-of-N reward: sample N per test source, keep the best (0 = off)."))
+    batch_sentences: int = field(default=64, metadata=_help("Sentences per generate() call."))
+
+    def __post_init__(self):
+        w = "evaluate"
+        _check(self.decode in ("greedy", "beam"), f"{w}.decode", f"is {self.decode!r}; use greedy or beam")
+        _check(self.beam_size >= 1 and self.best_of_n >= 0 and self.batch_sentences >= 1,
+               f"{w}.beam_size", "beam_size and batch_sentences must be >= 1, best_of_n >= 0")
+
+
+@dataclass
+class LoopConfig:
+    """The shape of the ReST loop: G Grow steps, each followed by I Improve steps."""
+
+    grow_steps: int = field(default=1, metadata=_help("G: number of Grow steps (the paper's best: 1-2)."))
+    control: bool = field(default=True, metadata=_help(
+        "Also train the references-only control: BC continued on the references of the same "
+        "sources for as many optimizer steps as all Improve steps took."))
+    model_name: str = field(default="rest-de-en", metadata=_help("Registered model name in MLflow."))
+
+    def __post_init__(self):
+        _check(self.grow_steps >= 1, "loop.grow_steps", f"is {self.grow_steps}; run at least 1 Grow step")
+
+
+STEP_CONFIGS: dict[str, type] = {
+    "data": DataConfig,
+    "bootstrap": BootstrapConfig,
+    "sample": SampleConfig,
+    "score": ScoreConfig,
+    "filter": FilterConfig,
+    "finetune": FinetuneConfig,
+    "evaluate": EvaluateConfig,
+    "loop": LoopConfig,
+}
+
+
+@dataclass
+class RunConfig:
+    """A whole ReST run: one section per step."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict | None) -> "RunConfig":
+        """Build from a nested dict (a YAML file); unknown sections or keys are errors."""
+        raw = dict(raw or {})
+        unknown = set(raw) - set(STEP_CONFIGS)
+        _check(not unknown, "config", f"unknown section(s) {sorted(unknown)}; known: {sorted(STEP_CONFIGS)}")
+        return cls(**{name: section_from_dict(STEP_CONFIGS[name], raw.get(name) or {}, name)
+                      for name in STEP_CONFIGS})
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "RunConfig":
+        """Apply ``{"section.field": value}`` overrides (values already typed or strings)."""
+        raw = self.to_dict()
+        for key, value in overrides.items():
+            section, _, name = key.partition(".")
+            _check(section in raw and name in raw[section], key,
+                   f"unknown setting; see `python pipeline.py run-local --help`")
+            ftype = _field_types(STEP_CONFIGS[section])[name]
+            raw[section][name] = parse_value(value, ftype, key) if isinstance(value, str) else value
+        return RunConfig.from_dict(raw)
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def section_from_dict(cls, raw: dict, where: str):
+    """Build one step config from a dict, naming unknown keys and wrong types."""
+    _check(isinstance(raw, dict), where, f"must be a mapping of settings, got {type(raw).__name__}")
+    types = _field_types(cls)
+    unknown = set(raw) - set(types)
+    _check(not unknown, where, f"unknown setting(s) {sorted(unknown)}; known: {sorted(types)}")
+    values = {}
+    for name, value in raw.items():
+        values[name] = _coerce(value, types[name], f"{where}.{name}")
+    try:
+        return cls(**values)
+    except TypeError as e:  # pragma: no cover - dataclass signature mismatch
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _coerce(value, ftype, where):
+    if isinstance(value, str) and ftype is not str:
+        return parse_value(value, ftype, where)
+    origin = typing.get_origin(ftype)
+    if origin is list:
+        _check(isinstance(value, (list, tuple)), where, f"must be a list, got {value!r}")
+        (item,) = typing.get_args(ftype)
+        return [_coerce(v, item, where) for v in value]
+    if ftype is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    ok = isinstance(value, ftype) and not (ftype is int and isinstance(value, bool))
+    _check(ok, where, f"must be {ftype.__name__}, got {value!r}")
+    return value
+
+
+def parse_value(text: str, ftype, where: str):
+    """Parse a CLI string into the field's type (lists are comma-separated)."""
+    try:
+        if ftype is bool:
+            low = text.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typing.get_origin(ftype) is list:
+            (item,) = typing.get_args(ftype)
+            return [parse_value(p, item, where) for p in text.split(",") if p.strip()]
+        return ftype(text)
+    except ValueError:
+        name = getattr(ftype, "__name__", str(ftype))
+        raise ConfigError(f"{where}: cannot read {text!r} as {name}") from None
+
+
+def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The resolved run config: defaults, then a YAML file, then ``section.field`` overrides."""
+    raw = {}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path}: not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path}: not valid YAML ({e})") from None
+        _check(isinstance(raw, dict), f"config file {path}", "must hold a mapping of sections")
+        try:
+            cfg = RunConfig.from_dict(raw)
+        except ConfigError as e:
+            raise ConfigError(f"config file {path}: {e}") from None
+    else:
+        cfg = RunConfig()
+    return cfg.with_overrides(overrides or {})
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, sections=None) -> None:
+    """Add ``--section.field`` flags (help text and defaults from the dataclasses)."""
+    for section, cls in STEP_CONFIGS.items():
+        if sections is not None and section not in sections:
+            continue
+        group = parser.add_argument_group(section, (cls.__doc__ or "").strip())
+        types = _field_types(cls)
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            default = getattr(defaults, f.name)
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            group.add_argument(f"--{section}.{f.name}", dest=f"{section}.{f.name}", default=None,
+                               metavar=_metavar(types[f.name]),
+                               help=f"{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%"))
+
+
+def _metavar(ftype) -> str:
+    if typing.get_origin(ftype) is list:
+        return "A,B,.."
+    return getattr(ftype, "__name__", "VALUE").upper()
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, str]:
+    """The ``section.field`` flags the user actually gave."""
+    return {k: v for k, v in vars(args).items() if "." in k and v is not None}
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    """The resolved config as YAML, with help text as comments (``rest config`` prints it)."""
+    lines = []
+    for section, cls in STEP_CONFIGS.items():
+        lines.append(f"{section}:  # {(cls.__doc__ or '').strip()}")
+        values = getattr(cfg, section)
+        for f in dataclasses.fields(cls):
+            value = yaml.safe_dump(getattr(values, f.name), default_flow_style=True).strip()
+            if value.endswith("\n..."):
+                value = value[:-4].strip()
+            value = value.removesuffix("...").strip()
+            lines.append(f"  {f.name}: {value}  # {f.metadata.get('help', '')}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,217 @@
+"""The one NLL training loop behind bootstrap (BC), Improve fine-tuning and the control.
+
+Batches are length-bucketed by tokens; the best state by validation reward is kept; a
+resumable checkpoint is written atomically every few steps, so a killed step re-run with
+the same inputs continues where it stopped and ends with the same number of steps.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from .io import atomic_path
+from .policy import generate, lr_at, token_batches, token_lengths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSpec:
+    """What one training call does; the fingerprint of this decides whether a checkpoint resumes."""
+
+    learning_rate: float
+    warmup_steps: int
+    batch_tokens: int
+    max_epochs: int = 1
+    max_steps: int = 0            # 0 = run max_epochs; >0 = stop after exactly this many steps
+    eval_every: int = 0           # 0 = once per epoch
+    patience: int = 0             # 0 = no early stopping
+    max_minutes: float = 0.0      # 0 = no time budget
+    checkpoint_every: int = 50
+    seed: int = 13
+    label: str = "train"
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs: int
+    best_valid_reward: float
+    best_step: int
+    history: list[dict] = field(default_factory=list)   # one row per validation check
+    losses: list[dict] = field(default_factory=list)    # loss curve, one row per log interval
+    tokens_per_s: float = 0.0
+    stopped: str = ""
+
+
+def validation_reward(model, tokenizer, rows: Sequence[dict], reward_fn: Callable, batch_sentences: int = 64) -> float:
+    """Mean reward of greedy translations of the validation rows."""
+    sources = [r["source"] for r in rows]
+    hyps = [h[0] for h in generate(model, tokenizer, sources, mode="greedy", batch_sentences=batch_sentences)]
+    scores = reward_fn(sources, hyps, [r["target"] for r in rows])
+    return float(sum(scores) / max(1, len(scores)))
+
+
+def _encode(tokenizer, rows):
+    src = tokenizer([r["source"] for r in rows], add_special_tokens=True)["input_ids"]
+    tgt = tokenizer([r["target"] for r in rows], add_special_tokens=True)["input_ids"]
+    return src, tgt
+
+
+def _collate(src_ids, tgt_ids, weights, batch, pad_id, start_id):
+    s_max = max(len(src_ids[i]) for i in batch)
+    t_max = max(len(tgt_ids[i]) for i in batch)
+    input_ids = torch.full((len(batch), s_max), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(batch), s_max), dtype=torch.long)
+    labels = torch.full((len(batch), t_max), -100, dtype=torch.long)
+    dec_in = torch.full((len(batch), t_max), pad_id, dtype=torch.long)
+    for row, i in enumerate(batch):
+        s, t = src_ids[i], tgt_ids[i]
+        input_ids[row, :len(s)] = torch.tensor(s)
+        attn[row, :len(s)] = 1
+        labels[row, :len(t)] = torch.tensor(t)
+        # Teacher forcing: the decoder reads the start token then the target shifted right.
+        dec_in[row, 0] = start_id
+        dec_in[row, 1:len(t)] = torch.tensor(t[:-1])
+    w = torch.tensor([weights[i] for i in batch], dtype=torch.float) if weights is not None else None
+    return input_ids, attn, dec_in, labels, w
+
+
+def _loss(model, input_ids, attn, dec_in, labels, w):
+    logits = model(input_ids=input_ids, attention_mask=attn, decoder_input_ids=dec_in).logits
+    tok_loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="none"
+    ).view(labels.shape)
+    mask = (labels != -100).float()
+    if w is not None:
+        mask = mask * w[:, None]
+    return (tok_loss * mask).sum() / (labels != -100).sum().clamp(min=1), int((labels != -100).sum())
+
+
+def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict], spec: TrainSpec,
+              reward_fn: Callable, checkpoint_dir: str | None = None, weights: Sequence[float] | None = None,
+              fingerprint: str = "") -> TrainResult:
+    """Train ``model`` in place with (optionally reward-weighted) NLL; restore the best state.
+
+    Validation: mean reward of greedy outputs on ``valid_rows``, checked every
+    ``eval_every`` steps (or per epoch) and once before training, so the result is never
+    worse on validation than the starting policy.
+    """
+    from .policy import decoder_start_id
+
+    pad_id, start_id = model.config.pad_token_id, decoder_start_id(model)
+    src_ids, tgt_ids = _encode(tokenizer, rows)
+    lengths = [len(s) + len(t) for s, t in zip(src_ids, tgt_ids)]
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, betas=(0.9, 0.98), weight_decay=0.0)
+    ckpt_path = os.path.join(checkpoint_dir, "train_state.pt") if checkpoint_dir else None
+
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_reward": float("-inf"),
+             "best_step": 0, "bad_checks": 0, "history": [], "losses": [], "tokens": 0, "elapsed": 0.0}
+    if ckpt_path and os.path.exists(ckpt_path):
+        saved = torch.load(ckpt_path, weights_only=False)
+        if saved.get("fingerprint") == fingerprint:
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            state = saved["state"]
+            log.info("%s: resuming from checkpoint at step %d", spec.label, state["step"])
+        else:
+            log.warning("%s: ignoring checkpoint made for other inputs", spec.label)
+
+    def save_checkpoint():
+        if not ckpt_path:
+            return
+        with atomic_path(ckpt_path) as tmp:
+            torch.save({"fingerprint": fingerprint, "model": model.state_dict(),
+                        "optimizer": opt.state_dict(), "state": state}, tmp)
+
+    def check(step):
+        reward = validation_reward(model, tokenizer, valid_rows, reward_fn)
+        improved = reward > state["best_reward"]
+        if improved:
+            state.update(best=copy.deepcopy(model.state_dict()), best_reward=reward, best_step=step, bad_checks=0)
+        else:
+            state["bad_checks"] += 1
+        state["history"].append({"step": step, "valid_reward": reward, "epoch": state["epoch"]})
+        log.info("%s: step %d valid reward %.4f%s", spec.label, step, reward, " (best)" if improved else "")
+        model.train()
+
+    if state["step"] == 0 and not state["history"]:
+        check(0)
+    model.train()
+    start = time.time() - state["elapsed"]
+    last_log, log_tokens, log_loss, log_n = time.time(), 0, 0.0, 0
+    stopped = ""
+    while not stopped:
+        epoch = state["epoch"]
+        if spec.max_steps == 0 and epoch >= spec.max_epochs:
+            break
+        batches = token_batches(lengths, spec.batch_tokens, random.Random(spec.seed * 7919 + epoch))
+        torch.manual_seed(spec.seed * 7919 + epoch)
+        for b in range(state["batch_in_epoch"], len(batches)):
+            inputs = _collate(src_ids, tgt_ids, weights, batches[b], pad_id, start_id)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(state["step"] + 1, spec.learning_rate, spec.warmup_steps)
+            loss, ntok = _loss(model, *inputs)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            state["step"] += 1
+            state["batch_in_epoch"] = b + 1
+            state["tokens"] += sum(lengths[i] for i in batches[b])
+            log_tokens += sum(lengths[i] for i in batches[b])
+            log_loss, log_n = log_loss + float(loss), log_n + 1
+            step = state["step"]
+            if time.time() - last_log > 15:
+                rate = log_tokens / (time.time() - last_log)
+                state["losses"].append({"step": step, "loss": log_loss / log_n})
+                log.info("%s: step %d epoch %d loss %.3f %.0f tok/s", spec.label, step, epoch, log_loss / log_n, rate)
+                last_log, log_tokens, log_loss, log_n = time.time(), 0, 0.0, 0
+            if spec.eval_every and step % spec.eval_every == 0:
+                check(step)
+            if spec.patience and state["bad_checks"] >= spec.patience:
+                stopped = f"early stop: no better validation reward in {spec.patience} checks"
+            elif spec.max_steps and step >= spec.max_steps:
+                stopped = f"reached {spec.max_steps} steps"
+            elif spec.max_minutes and time.time() - start > spec.max_minutes * 60:
+                stopped = f"time budget of {spec.max_minutes} min used"
+            state["elapsed"] = time.time() - start
+            if stopped or step % spec.checkpoint_every == 0:
+                save_checkpoint()
+            if stopped:
+                break
+        else:
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+            if not spec.eval_every:
+                check(state["step"])
+            if spec.patience and state["bad_checks"] >= spec.patience:
+                stopped = f"early stop: no better validation reward in {spec.patience} checks"
+            save_checkpoint()
+    if log_n:
+        state["losses"].append({"step": state["step"], "loss": log_loss / log_n})
+    if spec.eval_every and (not state["history"] or state["history"][-1]["step"] != state["step"]):
+        check(state["step"])
+    elapsed = time.time() - start
+    if state["best"] is not None:
+        model.load_state_dict(state["best"])
+    model.eval()
+    result = TrainResult(steps=state["step"], epochs=state["epoch"],
+                         best_valid_reward=state["best_reward"], best_step=state["best_step"],
+                         history=state["history"], losses=state["losses"],
+                         tokens_per_s=state["tokens"] / max(1e-9, elapsed), stopped=stopped or "epochs done")
+    log.info("%s: %s after %d steps; best valid reward %.4f at step %d", spec.label, result.stopped,
+             result.steps, result.best_valid_reward, result.best_step)
+    return result
+
+
+def token_count(tokenizer, rows: Sequence[dict]) -> int:
+    return sum(token_lengths(tokenizer, [r["source"] for r in rows])) + sum(
+        token_lengths(tokenizer, [r["target"] for r in rows]))
