@@ -1,0 +1,214 @@
+"""Real local servers for integration tests: an S3 server (moto) and an MLflow tracking server.
+
+Both listen on 127.0.0.1 only, on free ports. Use them with::
+
+    from tests.servers import s3_server, mlflow_server  # noqa: F401  (pytest fixtures)
+
+The S3 server stands in for MinIO (none can be installed here). It runs in-process
+(``moto.server.ThreadedMotoServer``) so that ``stop()``/``start()`` behave like a MinIO
+restart with a persistent volume: objects survive, connections in between are refused.
+It enforces credentials: an IAM user with full access is created first and the server
+then rejects requests signed with any other key, so wrong-credential paths are real.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+import pytest
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail early if ``proc`` exits."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server process exited with code {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as e:
+            last = e
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s (last error: {last})")
+
+
+@dataclass
+class S3Server:
+    """A running moto S3 server; ``endpoint`` is ``host:port`` (minio style)."""
+
+    port: int
+    access_key: str = ""
+    secret_key: str = field(default="", repr=False)
+    _server: object = field(default=None, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        wait_http(f"{self.url}/moto-api/", timeout=20)
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket (clients then get 'connection refused')."""
+        if self._server is not None:
+            self._server.stop()
+            # ThreadedMotoServer.stop() leaves the socket bound: close it so the port is really down.
+            inner = getattr(self._server, "_server", None)
+            if inner is not None:
+                inner.server_close()
+            self._server = None
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point rest.storage and MLflow at this server."""
+        return {
+            "REST_S3_ENDPOINT": self.url,
+            "MLFLOW_S3_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def settings(self, bucket: str = "rest", prefix: str = "runs", **kw):
+        from rest.storage import S3Settings
+
+        return S3Settings(endpoint=self.endpoint, access_key=self.access_key, secret_key=self.secret_key,
+                          bucket=bucket, prefix=prefix, secure=False, **kw)
+
+    def _enable_auth(self) -> None:
+        """Create an all-access IAM user, then make the server check every request's signature."""
+        import boto3
+
+        iam = boto3.client("iam", endpoint_url=self.url, region_name="us-east-1",
+                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+        iam.create_user(UserName="rest-test")
+        iam.put_user_policy(UserName="rest-test", PolicyName="all", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="rest-test")["AccessKey"]
+        self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+        # From now on (request count 0 >= limit 0) moto authenticates and authorises every call.
+        # text/plain: a form content type would make the server parse the body away.
+        req = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=b"0", method="POST",
+                                     headers={"Content-Type": "text/plain"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 200
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on a free loopback port with real credential checks."""
+    pytest.importorskip("moto.server")
+    server = S3Server(port=free_port())
+    server.start()
+    try:
+        server._enable_auth()
+        yield server
+    finally:
+        server.stop()
+        # Later in-process moto users (if any) should not inherit enforced auth.
+        from moto import settings as moto_settings
+
+        moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+
+
+@dataclass
+class MlflowServer:
+    """A running ``mlflow server`` subprocess."""
+
+    url: str
+    proc: subprocess.Popen
+    workdir: str
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(s3_server, tmp_path_factory):
+    """A real MLflow tracking server: sqlite backend, artifacts proxied to the S3 server.
+
+    Clients talk only HTTP to the tracking server (``mlflow-artifacts:/`` URIs), so they
+    need no S3 credentials; the server itself writes to s3://mlflow-artifacts.
+    """
+    if shutil.which("mlflow") is None and not _has_module("mlflow"):
+        pytest.skip("mlflow is not installed")
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server.url, region_name="us-east-1",
+                      aws_access_key_id=s3_server.access_key, aws_secret_access_key=s3_server.secret_key)
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    if "mlflow-artifacts" not in existing:
+        s3.create_bucket(Bucket="mlflow-artifacts")
+
+    work = str(tmp_path_factory.mktemp("mlflow_server"))
+    port = free_port()
+    env = {**os.environ, **s3_server.env(), "MLFLOW_TRACKING_URI": ""}
+    env.pop("MLFLOW_TRACKING_URI")
+    log_path = os.path.join(work, "server.log")
+    cmd = [sys.executable, "-m", "mlflow", "server",
+           "--backend-store-uri", f"sqlite:///{work}/mlflow.db",
+           "--artifacts-destination", "s3://mlflow-artifacts",
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with open(log_path, "wb") as log:
+        # Own process group: teardown stops the server and its worker children by this PID.
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", timeout=90, proc=proc)
+    except RuntimeError as e:
+        _stop(proc)
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError(f"mlflow server did not start: {e}\n--- server log ---\n{tail}") from None
+    try:
+        yield MlflowServer(url=url, proc=proc, workdir=work)
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate the server's process group (started by us, so its PID is its group id)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+    except ProcessLookupError:
+        pass
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+__all__ = ["s3_server", "mlflow_server", "S3Server", "MlflowServer", "free_port", "wait_http"]
