@@ -353,6 +353,9 @@ def _coerce(value, ftype, where):
         return [_coerce(v, item, where) for v in value]
     if ftype is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    # KFP passes dict parameters through protobuf Struct, which turns every int into a float.
+    if ftype is int and isinstance(value, float) and value.is_integer():
+        return int(value)
     ok = isinstance(value, ftype) and not (ftype is int and isinstance(value, bool))
     _check(ok, where, f"must be {ftype.__name__}, got {value!r}")
     return value

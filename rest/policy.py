@@ -171,14 +171,16 @@ def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", 
         return []
     model.eval()
     lengths = token_lengths(tokenizer, sources)
+    max_positions = getattr(model.config, "max_position_embeddings", None) or 1024
     # Fewer sources per batch when each returns many candidates: batch size in sequences stays bounded.
     per_batch = max(1, batch_sentences // num_return) if mode == "sample" and num_return > 1 else batch_sentences
     out: list[list[str] | None] = [None] * len(sources)
     start, done, last_log = time.time(), 0, time.time()
     for batch in length_buckets(lengths, per_batch):
         enc = tokenizer([sources[i] for i in batch], return_tensors="pt", padding=True)
-        max_new = int(max(lengths[i] for i in batch) * max_length_ratio) + 10
-        kwargs = dict(max_new_tokens=max_new, decoder_start_token_id=decoder_start_id(model))
+        # Never past the model's position table (an untrained policy may never emit </s>).
+        max_new = min(int(max(lengths[i] for i in batch) * max_length_ratio) + 10, max_positions - 2)
+        kwargs = dict(max_new_tokens=max_new, max_length=None, decoder_start_token_id=decoder_start_id(model))
         if mode == "sample":
             torch.manual_seed(seed * 1_000_003 + batch[0])
             kwargs.update(do_sample=True, temperature=temperature, top_k=top_k or None, top_p=None,

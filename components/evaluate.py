@@ -1,0 +1,35 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from ._image import COMPONENT
+
+
+@dsl.component(**COMPONENT)
+def evaluate_op(config: dict, score_config: dict, label: str, grow_step: int, improve_step: int, is_control: bool,
+                policy: Input[Model], data: Input[Dataset], metrics: Output[Metrics], report: Output[Artifact],
+                filtered: Input[Dataset] = None, previous_report: Input[Artifact] = None):
+    """Test-set BLEU/chrF/reward of a policy; appends its row to the run's report."""
+    import os
+
+    from rest.config import EvaluateConfig, ScoreConfig, section_from_dict
+    from rest.evaluate import evaluate
+    from rest.io import read_json
+    from rest.policy import policy_info
+    from rest.runtime import step
+    from rest.summary import append_row, make_row
+
+    cfg = section_from_dict(EvaluateConfig, config, "evaluate")
+    score_cfg = section_from_dict(ScoreConfig, score_config, "score")
+    with step("evaluate", g=grow_step, i=improve_step) as s:
+        m = evaluate(policy.path, os.path.join(data.path, "test.jsonl"), cfg, os.path.join(report.path, "eval"),
+                     reward=score_cfg.reward, reward_model_path=score_cfg.reward_model_path,
+                     allow_code_reward=score_cfg.allow_code_reward)
+        info = policy_info(policy.path)
+        wall = info.get("wall_s", info.get("bc_training", {}).get("wall_s", 0.0))
+        fstats = read_json(os.path.join(filtered.path, "stats.json")) if filtered is not None else None
+        row = make_row(label, grow_step, improve_step, m, policy.path, info, fstats, wall, control=is_control)
+        row["model_uri"] = policy.uri
+        append_row(previous_report.path if previous_report is not None else None, row, report.path)
+        for k in ("test_bleu", "test_chrf", "test_reward"):
+            metrics.log_metric(k, m[k])
+        s.metric(**{k: m[k] for k in ("test_bleu", "test_chrf", "test_reward")})

@@ -1,0 +1,48 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from ._image import COMPONENT
+
+
+@dsl.component(**COMPONENT)
+def finetune_op(config: dict, reward: str, grow_step: int, improve_step: int, policy: Input[Model],
+                filtered: Input[Dataset], data: Input[Dataset], improved: Output[Model]):
+    """Improve: NLL fine-tune on the filtered set, continuing from the previous policy."""
+    import os
+
+    from rest.config import FinetuneConfig, section_from_dict
+    from rest.finetune import improve
+    from rest.runtime import step
+
+    cfg = section_from_dict(FinetuneConfig, config, "finetune")
+    with step("finetune", g=grow_step, i=improve_step) as s:
+        info = improve(policy.path, filtered.path, os.path.join(data.path, "valid.jsonl"), cfg, improve_step,
+                       improved.path, reward=reward, checkpoint_dir=improved.path + ".ckpt",
+                       lineage={"grow_step": grow_step, "threshold": filtered.metadata.get("threshold_used")})
+        improved.metadata.update({"optimizer_steps": info["optimizer_steps"],
+                                  "best_valid_reward": info["best_valid_reward"], "g": grow_step, "i": improve_step})
+        s.metric(optimizer_steps=info["optimizer_steps"], best_valid_reward=info["best_valid_reward"],
+                 tokens_per_s=info["tokens_per_s"])
+        s.params["losses"] = info["losses"]
+        s.publish(improved.path, "policy", improved)
+
+
+@dsl.component(**COMPONENT)
+def control_op(config: dict, reward: str, bc_policy: Input[Model], last_policy: Input[Model],
+               data: Input[Dataset], control: Output[Model]):
+    """References-only control: BC continued on the Grow sources' references for as many steps as ReST took."""
+    import os
+
+    from rest.config import FinetuneConfig, section_from_dict
+    from rest.finetune import control as run_control
+    from rest.policy import policy_info
+    from rest.runtime import step
+
+    cfg = section_from_dict(FinetuneConfig, config, "finetune")
+    total = int(policy_info(last_policy.path).get("optimizer_steps_since_bc", 0))
+    with step("control") as s:
+        info = run_control(bc_policy.path, os.path.join(data.path, "grow.jsonl"), os.path.join(data.path, "valid.jsonl"),
+                           cfg, total, control.path, reward=reward, checkpoint_dir=control.path + ".ckpt")
+        control.metadata.update({"optimizer_steps": info["optimizer_steps"], "control": True})
+        s.metric(optimizer_steps=info["optimizer_steps"], best_valid_reward=info["best_valid_reward"])
+        s.publish(control.path, "control", control)

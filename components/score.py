@@ -1,0 +1,19 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+from ._image import COMPONENT
+
+
+@dsl.component(**COMPONENT)
+def score_op(config: dict, grow_step: int, grown: Input[Dataset], scored: Output[Dataset]):
+    """Score every candidate of the grown set once with the reward."""
+    from rest.config import ScoreConfig, section_from_dict
+    from rest.runtime import step
+    from rest.score import score
+
+    cfg = section_from_dict(ScoreConfig, config, "score")
+    with step("score", g=grow_step) as s:
+        stats = score(grown.path, cfg, scored.path)
+        scored.metadata.update({"rows": stats["rows"], "mean_reward": stats["mean_reward"], "reward": cfg.reward})
+        s.metric(mean_reward=stats["mean_reward"], std_reward=stats["std_reward"], scored_rows=stats["rows"])
+        s.publish(scored.path, "scored", scored)

@@ -1,0 +1,13 @@
+from kfp import dsl
+
+from ._image import COMPONENT
+
+
+@dsl.component(**COMPONENT)
+def validate_op(config: dict, train: str, valid: str, test: str, initial_policy: str):
+    """First task: check the whole config and the inputs before any compute starts."""
+    from rest.runtime import step
+    from rest.validate import validate_run
+
+    with step("validate"):
+        validate_run(config, train=train, valid=valid, test=test, initial_policy=initial_policy)

@@ -1,0 +1,225 @@
+#!/usr/bin/env python
+"""The ReST pipeline: wiring only, and the CLI to compile, run locally, upload and schedule it.
+
+KFP v2 has no while-loop, so the loop is unrolled at compile time: G Grow steps, each
+followed by I Improve steps (one per threshold)::
+
+    validate → prepare → bootstrap → evaluate (BC)
+    for g in 1..G:   sample → score
+        for i in 1..I:   filter(τ_i) → finetune → evaluate
+    control (BC continued on references for as many steps) → evaluate → summarize
+
+Each task gets only its own config section (and filter i only τ_1..τ_i), so changing the
+last threshold re-runs only the last Improve step: every earlier task comes from cache.
+
+    python pipeline.py run-local [--config CONFIG.yaml] [--output-dir DIR] [--train PATH ...]
+    python pipeline.py compile [--config CONFIG.yaml] [--output rest_pipeline.yaml]
+"""
+# No `from __future__ import annotations`: KFP reads the pipeline signature's real types.
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+
+from rest.config import ConfigError, RunConfig, add_config_arguments, load_config, overrides_from_args
+
+PIPELINE_NAME = "rest-translation"
+
+
+def build_pipeline(cfg: RunConfig, cluster=None):
+    """The pipeline function for ``cfg`` (G, I and shards fixed; data and policy are run parameters)."""
+    from kfp import dsl
+
+    from components import (bootstrap_op, control_op, evaluate_op, filter_op, finetune_op, merge_op, prepare_op,
+                            sample_op, score_op, summarize_op, validate_op)
+
+    full = cfg.to_dict()
+    section = {name: full[name] for name in full}
+    G, I, shards = cfg.loop.grow_steps, cfg.filter.improve_steps, cfg.sample.num_shards
+    reward = cfg.score.reward
+
+    def filter_config(i: int) -> dict:
+        # Only τ_1..τ_i: the guard needs τ_1, the step needs τ_i; later thresholds stay out of
+        # the task's inputs so that changing them keeps this task cached.
+        f = dict(section["filter"])
+        f["thresholds"] = f["thresholds"][:i]
+        f["percentiles"] = f["percentiles"][:i] if cfg.filter.mode == "percentile" else f["percentiles"]
+        return f
+
+    def settle(task, step: str, name: str):
+        task.set_display_name(name)
+        if cluster is not None:
+            from rest.cluster import apply_cluster_settings
+
+            apply_cluster_settings(task, step, cluster)
+        return task
+
+    def evaluate(policy, data, label, g, i, previous, filtered=None, is_control=False):
+        kwargs = dict(config=section["evaluate"], score_config=section["score"], label=label, grow_step=g,
+                      improve_step=i, is_control=is_control, policy=policy, data=data)
+        # Optional inputs are left out, not passed as None: the first evaluation has no report to extend.
+        if previous is not None:
+            kwargs["previous_report"] = previous
+        if filtered is not None:
+            kwargs["filtered"] = filtered
+        return evaluate_op(**kwargs)
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Reinforced Self-Training (ReST) for a seq2seq translation policy")
+    def rest_pipeline(train: str = cfg.data.train, valid: str = cfg.data.valid, test: str = cfg.data.test,
+                      initial_policy: str = cfg.bootstrap.policy) -> dsl.Artifact:
+        check = settle(validate_op(config=full, train=train, valid=valid, test=test, initial_policy=initial_policy),
+                       "validate", "validate")
+        # prepare gets only the data section: a change elsewhere in the config keeps it cached.
+        prep = settle(prepare_op(config=section["data"], train=train, valid=valid, test=test), "prepare", "prepare")
+        prep.after(check)
+        data = prep.outputs["data"]
+        boot = settle(bootstrap_op(config=section["bootstrap"], reward=reward, initial_policy=initial_policy,
+                                   data=data), "bootstrap", "bootstrap")
+        bc = boot.outputs["policy"]
+        report = settle(evaluate(bc, data, "bc", 0, 0, None), "evaluate", "evaluate-bc").outputs["report"]
+        policy = bc
+        for g in range(1, G + 1):
+            if shards == 1:
+                grown = settle(sample_op(config=section["sample"], grow_step=g, shard_index=0, num_shards=1,
+                                         policy=policy, data=data), "sample", f"grow-{g}/sample").outputs["grown"]
+            else:
+                with dsl.ParallelFor(items=list(range(shards)), name=f"grow-{g}-shards") as shard:
+                    part = settle(sample_op(config=section["sample"], grow_step=g, shard_index=shard,
+                                            num_shards=shards, policy=policy, data=data), "sample", f"grow-{g}/sample")
+                grown = settle(merge_op(grow_step=g, shards=dsl.Collected(part.outputs["grown"])), "merge",
+                               f"grow-{g}/merge").outputs["grown"]
+            scored = settle(score_op(config=section["score"], grow_step=g, grown=grown), "score",
+                            f"grow-{g}/score").outputs["scored"]
+            for i in range(1, I + 1):
+                name = f"grow-{g}/improve-{i}"
+                filtered = settle(filter_op(config=filter_config(i), grow_step=g, improve_step=i, scored=scored),
+                                  "filter", f"{name}/filter").outputs["filtered"]
+                policy = settle(finetune_op(config=section["finetune"], reward=reward, grow_step=g, improve_step=i,
+                                            policy=policy, filtered=filtered, data=data), "finetune",
+                                f"{name}/finetune").outputs["improved"]
+                report = settle(evaluate(policy, data, f"rest g{g} i{i}", g, i, report, filtered), "evaluate",
+                                f"{name}/evaluate").outputs["report"]
+        if cfg.loop.control:
+            ctrl = settle(control_op(config=section["finetune"], reward=reward, bc_policy=bc, last_policy=policy,
+                                     data=data), "control", "control/finetune").outputs["control"]
+            report = settle(evaluate(ctrl, data, "control (references only)", 0, 0, report, is_control=True),
+                            "evaluate", "control/evaluate").outputs["report"]
+        summary = settle(summarize_op(config=full, report=report), "summarize", "summarize")
+        return summary.outputs["summary"]
+
+    return rest_pipeline
+
+
+def compile_pipeline(cfg: RunConfig, path: str, cluster=None) -> str:
+    """Write the pipeline package (YAML) for ``cfg`` to ``path``."""
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(cfg, cluster), package_path=path)
+    return path
+
+
+def run_local(cfg: RunConfig, output_dir: str) -> dict:
+    """Run the whole pipeline through kfp.local (subprocesses); write summary.json into ``output_dir``."""
+    import shutil
+
+    from kfp import local
+
+    from rest.runtime import setup_logging
+    from rest.summary import markdown_table, verdict_text
+
+    setup_logging()
+    output_dir = os.path.abspath(output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    os.environ.setdefault("REST_PIPELINE_RUN", f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=os.path.join(output_dir, "pipeline_root"),
+               raise_on_error=True)
+    t0 = time.time()
+    pipeline = build_pipeline(cfg)
+    result = pipeline(train=cfg.data.train, valid=cfg.data.valid, test=cfg.data.test,
+                      initial_policy=cfg.bootstrap.policy)
+    summary_dir = result.output.path
+    for name in ("summary.json", "summary.md"):
+        shutil.copy(os.path.join(summary_dir, name), os.path.join(output_dir, name))
+    with open(os.path.join(output_dir, "summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    print("\n" + markdown_table(summary["steps"]))
+    print(verdict_text(summary["verdict"]))
+    print(f"\nReST run finished in {time.time() - t0:.0f} s; summary: {os.path.join(output_dir, 'summary.json')}")
+    return summary
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("your own data (shortcuts for --data.*)")
+    g.add_argument("--train", help="training pairs: TSV with a header row, or JSONL")
+    g.add_argument("--valid", help="validation pairs (empty: split from train)")
+    g.add_argument("--test", help="test pairs (empty: split from train)")
+    g.add_argument("--source-column", help="source column name, e.g. de")
+    g.add_argument("--target-column", help="target column name, e.g. en")
+    g.add_argument("--policy", help="start from this seq2seq model directory (skips the bootstrap training)")
+
+
+def resolve_config(args) -> RunConfig:
+    """Defaults → --config YAML → --section.field flags → the data shortcuts."""
+    overrides = overrides_from_args(args)
+    short = {"train": "data.train", "valid": "data.valid", "test": "data.test",
+             "source_column": "data.source_column", "target_column": "data.target_column",
+             "policy": "bootstrap.policy"}
+    for attr, key in short.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            overrides[key] = value
+    cfg = load_config(getattr(args, "config", None), overrides)
+    # Own training data without an explicit --policy: the shipped policy was trained on other
+    # data (and its tokenizer too), so train the BC policy on the user's data instead.
+    if getattr(args, "train", None) and getattr(args, "policy", None) is None and "bootstrap.policy" not in overrides:
+        cfg = dataclasses.replace(cfg, bootstrap=dataclasses.replace(cfg.bootstrap, policy=""))
+        if getattr(args, "valid", None) is None and "data.valid" not in overrides:
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, valid=""))
+        if getattr(args, "test", None) is None and "data.test" not in overrides:
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, test=""))
+    return cfg
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run-local", help="run the whole pipeline on this machine through kfp.local")
+    p.add_argument("--config", help="YAML config (sections as in `python -m rest config`)")
+    p.add_argument("--output-dir", default="runs/latest", help="where summary.json and all artifacts go")
+    _add_data_flags(p)
+    add_config_arguments(p)
+
+    p = sub.add_parser("compile", help="write the pipeline YAML for upload to Kubeflow")
+    p.add_argument("--config")
+    p.add_argument("--output", default="rest_pipeline.yaml")
+    p.add_argument("--cluster-config", help="YAML of cluster settings (resources, secrets, node selectors)")
+    _add_data_flags(p)
+    add_config_arguments(p)
+
+    args = ap.parse_args(argv)
+    try:
+        cfg = resolve_config(args)
+        if args.command == "run-local":
+            run_local(cfg, args.output_dir)
+        elif args.command == "compile":
+            cluster = None
+            if args.cluster_config:
+                from rest.cluster import load_cluster_config
+
+                cluster = load_cluster_config(args.cluster_config)
+            compile_pipeline(cfg, args.output, cluster)
+            print(f"wrote {args.output}")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    logging.getLogger("kfp").setLevel(logging.INFO)
+    sys.exit(main())

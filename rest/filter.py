@@ -1,0 +1,108 @@
+"""Improve's filter: keep the grown candidates whose reward passes this step's threshold.
+
+Global mode keeps reward >= τ_i. The paper's guard: τ_1 must exceed the grown set's mean
+reward, otherwise the "filter" keeps most of the set and ReST degrades into plain
+self-distillation. Per-source percentile mode keeps each source's candidates at or above
+that source's own percentile (the paper's appendix variant). Streams in two passes.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import os
+import random
+
+from .config import FilterConfig
+from .io import atomic_path, read_json, read_jsonl, write_json
+
+log = logging.getLogger(__name__)
+GUARD_MARGIN = 1e-3
+
+
+class FilterError(ValueError):
+    """Nothing passed the filter, or the threshold schedule breaks the paper's rule."""
+
+
+def effective_threshold(cfg: FilterConfig, step: int, mean_reward: float) -> float:
+    """τ for Improve step ``step`` (1-based) after the guard against τ_1 <= mean reward."""
+    tau = cfg.thresholds[step - 1]
+    first = cfg.thresholds[0]
+    if first <= mean_reward:
+        if cfg.guard == "error":
+            raise FilterError(f"filter.thresholds[0]={first} is not above the grown set's mean reward "
+                              f"{mean_reward:.4f}; raise it above the mean or set filter.guard=raise")
+        if cfg.guard == "raise":
+            tau = max(tau, mean_reward + GUARD_MARGIN)
+    return tau
+
+
+def _groups(rows):
+    """Consecutive rows of the same source (the grown set keeps a source's rows together)."""
+    return itertools.groupby(rows, key=lambda r: r["source_id"])
+
+
+def filter_scored(scored_dir: str, cfg: FilterConfig, step: int, out_dir: str) -> dict:
+    """Write the rows that pass Improve step ``step`` into ``out_dir/data.jsonl``; return stats."""
+    if not 1 <= step <= len(cfg.thresholds):
+        raise FilterError(f"Improve step {step} has no threshold: filter.thresholds has {len(cfg.thresholds)}")
+    data = os.path.join(scored_dir, "data.jsonl")
+    mean = read_json(os.path.join(scored_dir, "stats.json"))["mean_reward"]
+    tau = effective_threshold(cfg, step, mean)
+    pct = cfg.percentiles[step - 1] if cfg.mode == "percentile" else None
+    total = kept = kept_refs = 0
+    sum_all = sum_kept = 0.0
+    examples: dict[str, list] = {"best": [], "worst": [], "borderline": []}
+    rng = random.Random(step)
+    with atomic_path(os.path.join(out_dir, "data.jsonl")) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for _, group in _groups(read_jsonl(data)):
+            group = list(group)
+            cut = tau if pct is None else _percentile([r["reward"] for r in group], pct)
+            passed = [r for r in group if r["reward"] >= cut and (cfg.keep_references or r.get("origin") != "reference")]
+            if cfg.max_per_source and len(passed) > cfg.max_per_source:
+                passed = heapq.nlargest(cfg.max_per_source, passed, key=lambda r: r["reward"])
+            for r in group:
+                total += 1
+                sum_all += r["reward"]
+                _collect_examples(examples, r, cut, rng)
+            for r in passed:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+                kept += 1
+                sum_kept += r["reward"]
+                kept_refs += r.get("origin") == "reference"
+    if kept == 0:
+        raise FilterError(f"Improve step {step}: no candidate passed threshold {tau:.4f} "
+                          f"(mean reward {mean:.4f}); lower filter.thresholds or sample more (sample.num_samples)")
+    stats = {"step": step, "threshold": cfg.thresholds[step - 1], "threshold_used": tau, "mode": cfg.mode,
+             "percentile": pct, "total": total, "kept": kept, "kept_fraction": kept / total,
+             "kept_references": kept_refs, "kept_samples": kept - kept_refs,
+             "mean_reward_all": sum_all / total, "mean_reward_kept": sum_kept / kept,
+             "examples": {k: [e[1] for e in sorted(v, key=lambda e: e[0], reverse=True)] for k, v in examples.items()}}
+    write_json(os.path.join(out_dir, "stats.json"), stats)
+    log.info("filter step %d: τ=%.4f kept %d/%d (%.1f%%), mean reward kept %.4f vs all %.4f", step, tau, kept,
+             total, 100 * kept / total, stats["mean_reward_kept"], stats["mean_reward_all"])
+    return stats
+
+
+def _percentile(values: list[float], p: float) -> float:
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def _collect_examples(examples, row, cut, rng, keep=5):
+    """Keep a few best, worst and borderline samples for the audit table (bounded memory)."""
+    if row.get("origin") == "reference":
+        return
+    item = {k: row[k] for k in ("source", "candidate", "reference", "reward")}
+    for name, key in (("best", -row["reward"]), ("worst", row["reward"]), ("borderline", abs(row["reward"] - cut))):
+        heap = examples[name]
+        entry = (-key, rng.random(), item)  # max-heap on key via negation: keep the `keep` smallest keys
+        if len(heap) < keep:
+            heapq.heappush(heap, entry)
+        elif entry > heap[0]:
+            heapq.heapreplace(heap, entry)
+
