@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 
 from rest.config import ConfigError, RunConfig, add_config_arguments, load_config, overrides_from_args
 
@@ -132,6 +133,7 @@ def run_local(cfg: RunConfig, output_dir: str) -> dict:
     from rest.summary import markdown_table, verdict_text
 
     setup_logging()
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
     output_dir = os.path.abspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     os.environ.setdefault("REST_PIPELINE_RUN", f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")

@@ -38,25 +38,21 @@ def resolve_uri(uri: str, workdir: str | None = None) -> str:
     return uri
 
 
-def _open_text(path: str):
-    opener = gzip.open if path.endswith(".gz") else open
-    return opener(path, "rt", encoding="utf-8", newline="")
-
-
 def _lines(path: str):
-    """Yield (line number, line) and turn a decoding error into a located DataError."""
-    f = _open_text(path)
-    lineno = 0
+    """Yield (line number, text); a line that is not UTF-8 is a DataError naming that line."""
+    opener = gzip.open if path.endswith(".gz") else open
     try:
-        with f:
-            while True:
+        with opener(path, "rb") as f:
+            # Decode line by line (not through a text wrapper, which decodes ahead in blocks)
+            # so a bad byte is reported on its own line.
+            for lineno, raw in enumerate(f, 1):
                 try:
-                    line = f.readline()
+                    line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise DataError(f"{path}:{lineno + 1}: not UTF-8 text ({e.reason}); re-encode the file as UTF-8") from None
-                if not line:
-                    return
-                lineno += 1
+                    raise DataError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                                    "re-encode the file as UTF-8") from None
+                if lineno == 1:
+                    line = line.removeprefix("\ufeff")  # a BOM is not part of the header
                 yield lineno, line.rstrip("\r\n")
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: cannot read ({e})") from None

@@ -71,9 +71,9 @@ def filter_scored(scored_dir: str, cfg: FilterConfig, step: int, out_dir: str) -
                 kept += 1
                 sum_kept += r["reward"]
                 kept_refs += r.get("origin") == "reference"
-    if kept == 0:
-        raise FilterError(f"Improve step {step}: no candidate passed threshold {tau:.4f} "
-                          f"(mean reward {mean:.4f}); lower filter.thresholds or sample more (sample.num_samples)")
+        if kept == 0:  # raised inside the atomic write: no empty set is ever published
+            raise FilterError(f"Improve step {step}: no candidate passed threshold {tau:.4f} "
+                              f"(mean reward {mean:.4f}); lower filter.thresholds or sample more (sample.num_samples)")
     stats = {"step": step, "threshold": cfg.thresholds[step - 1], "threshold_used": tau, "mode": cfg.mode,
              "percentile": pct, "total": total, "kept": kept, "kept_fraction": kept / total,
              "kept_references": kept_refs, "kept_samples": kept - kept_refs,

@@ -26,6 +26,10 @@ DEFAULT_EXPERIMENT = "rest"
 CHAMPION_PARAM = "initial_policy"  # the pipeline parameter --from-champion sets
 DEFAULT_SECRETS = ("rest-s3-credentials",)
 DEFAULT_SERVICES = ("rest-minio", "rest-mlflow")
+# The subcommands register_commands adds; pipeline.py sends these to dispatch().
+CLUSTER_COMMANDS = ("upload", "run", "schedule", "runs", "doctor")
+# The ones that compile the pipeline first (they get --config/--cluster-config).
+PACKAGE_COMMANDS = ("upload", "run", "schedule")
 
 
 class KfpCliError(RuntimeError):
@@ -248,8 +252,21 @@ def list_runs(host: str, experiment: str | None = None, namespace: str | None = 
 
 # --------------------------------------------------------------------------- CLI
 
-def register_commands(subparsers) -> None:
-    """Add upload, run, schedule, runs and doctor to ``pipeline.py``'s subparsers."""
+def register_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
+    """Add upload, run, schedule, runs and doctor to ``pipeline.py``'s subparsers.
+
+    Returns the new parsers by name, so ``pipeline.py`` can add its run-config flags
+    (``--section.field``) to the ones that compile (PACKAGE_COMMANDS). Those already get
+    ``--config`` (run config YAML) and ``--cluster-config`` (rest.cluster.ClusterConfig YAML)
+    for the ``compile_pipeline`` callable to read from ``args``.
+    """
+    parsers: dict[str, argparse.ArgumentParser] = {}
+
+    def compile_args(p):
+        g = p.add_argument_group("compile")
+        g.add_argument("--config", default=None, help="Run config YAML (sections as in `python -m rest config`).")
+        g.add_argument("--cluster-config", default=None, metavar="YAML",
+                       help="Cluster settings (rest/cluster.py ClusterConfig; see manifests/cluster-config.example.yaml).")
     def common(p):
         g = p.add_argument_group("cluster")
         g.add_argument("--host", default=None, help="KFP API URL, e.g. http://localhost:8080 (env KFP_HOST).")
@@ -279,20 +296,24 @@ def register_commands(subparsers) -> None:
         p.add_argument("--caching", choices=("on", "off"), default=None,
                        help="Override every task's compiled caching setting for this run.")
 
-    p = subparsers.add_parser("upload", help="Compile and upload the pipeline (new pipeline or new version).")
+    p = parsers["upload"] = subparsers.add_parser(
+        "upload", help="Compile and upload the pipeline (new pipeline or new version).")
     common(p)
+    compile_args(p)
     p.add_argument("--package", default=None, metavar="YAML", help="Upload this package instead of compiling.")
     p.add_argument("--pipeline-name", default=DEFAULT_PIPELINE_NAME, help="Pipeline name in KFP.")
     p.add_argument("--version-name", default=None, help="Version name (default: <name>-<UTC time>).")
     p.add_argument("--description", default=None, help="Description shown in the KFP UI.")
 
-    p = subparsers.add_parser("run", help="Compile and start one run on the cluster.")
+    p = parsers["run"] = subparsers.add_parser("run", help="Compile and start one run on the cluster.")
     common(p)
+    compile_args(p)
     package(p)
     run_args(p)
 
-    p = subparsers.add_parser("schedule", help="Create a recurring run (cron or interval).")
+    p = parsers["schedule"] = subparsers.add_parser("schedule", help="Create a recurring run (cron or interval).")
     common(p)
+    compile_args(p)
     package(p)
     run_args(p)
     when = p.add_mutually_exclusive_group(required=True)
@@ -302,18 +323,19 @@ def register_commands(subparsers) -> None:
     p.add_argument("--max-concurrency", type=int, default=1, help="Runs of this schedule at once (default 1).")
     p.add_argument("--catchup", action="store_true", help="Backfill runs missed while paused (default: no).")
 
-    p = subparsers.add_parser("runs", help="List recent runs.")
+    p = parsers["runs"] = subparsers.add_parser("runs", help="List recent runs.")
     common(p)
     p.add_argument("--experiment", default=None, help="Only runs of this experiment.")
     p.add_argument("--limit", type=int, default=20, help="How many (newest first).")
 
-    p = subparsers.add_parser("doctor", help="Check the namespace, Secrets, Services (and KFP) a run needs.")
+    p = parsers["doctor"] = subparsers.add_parser("doctor", help="Check the namespace, Secrets, Services (and KFP) a run needs.")
     common(p)
     p.add_argument("--secret", action="append", default=None, dest="secrets", metavar="NAME",
                    help=f"Secret that must exist (repeatable; default: {', '.join(DEFAULT_SECRETS)}).")
     p.add_argument("--service", action="append", default=None, dest="services", metavar="NAME",
                    help=f"Service that must exist (repeatable; default: {', '.join(DEFAULT_SERVICES)}).")
     p.add_argument("--kube-context", default=None, help="kubeconfig context (default: current).")
+    return parsers
 
 
 def parse_params(pairs: list[str], params_file: str | None = None, from_champion: str | None = None) -> dict[str, Any]:

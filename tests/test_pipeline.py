@@ -1,0 +1,64 @@
+"""The pipeline's shape (compiled) and a real tiny ReST run through kfp.local."""
+import json
+import os
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+import pipeline
+from rest.config import load_config
+
+FIXED_TASKS = {"validate", "prepare", "bootstrap", "evaluate-bc", "control/finetune", "control/evaluate", "summarize"}
+
+
+def compiled_spec(tmp_path, overrides):
+    path = str(tmp_path / "p.yaml")
+    pipeline.compile_pipeline(load_config(None, overrides), path)
+    with open(path) as f:
+        docs = list(yaml.safe_load_all(f))
+    return json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
+
+
+@pytest.mark.parametrize("G, thresholds", [(1, "0.5,0.6,0.7"), (2, "0.5,0.6"), (3, "0.5,0.6,0.7,0.8")])
+def test_compiled_loop_has_G_times_2_plus_3I_tasks(tmp_path, G, thresholds):
+    spec = compiled_spec(tmp_path, {"loop.grow_steps": str(G), "filter.thresholds": thresholds})
+    I = len(thresholds.split(","))
+    names = [t.task_info.name for t in spec.root.dag.tasks.values()]
+    loop = [n for n in names if n.startswith("grow-")]
+    assert len(loop) == G * (2 + 3 * I)
+    assert set(names) - set(loop) == FIXED_TASKS
+    assert f"grow-{G}/improve-{I}/finetune" in names
+    assert spec.pipeline_info.name == pipeline.PIPELINE_NAME
+
+
+def test_filter_tasks_only_see_thresholds_up_to_their_step(tmp_path):
+    spec = compiled_spec(tmp_path, {"filter.thresholds": "0.5,0.6,0.7"})
+    by_name = {t.task_info.name: t for t in spec.root.dag.tasks.values()}
+    for i in (1, 2, 3):
+        cfg = json_format.MessageToDict(by_name[f"grow-1/improve-{i}/filter"].inputs.parameters["config"])
+        assert cfg["runtimeValue"]["constant"]["thresholds"] == [0.5, 0.6, 0.7][:i]
+
+
+@pytest.mark.pipeline
+def test_tiny_rest_run_through_kfp_local(tmp_path, tiny_data, tiny_policy):
+    out = tmp_path / "run"
+    rc = pipeline.main([
+        "run-local", "--output-dir", str(out), "--train", tiny_data["train"], "--valid", tiny_data["valid"],
+        "--test", tiny_data["test"], "--source-column", "de", "--target-column", "en", "--policy", tiny_policy,
+        "--data.grow_sources", "12", "--sample.num_samples", "2", "--sample.max_length_ratio", "0.5",
+        "--filter.thresholds", "0.05,0.1", "--finetune.epochs", "1"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    steps = summary["steps"]
+    assert [(s["g"], s["i"], s["control"]) for s in steps] == [(0, 0, False), (1, 1, False), (1, 2, False),
+                                                              (0, 0, True)]
+    for s in steps:
+        for key in ("test_bleu", "test_chrf", "test_reward", "kept_fraction", "wall_s", "model_path"):
+            assert key in s
+        assert os.path.isfile(os.path.join(s["model_path"], "config.json"))
+    assert 0 < steps[1]["kept_fraction"] <= 1
+    # The control trains for as many optimizer steps as the Improve steps did together.
+    assert steps[3]["optimizer_steps"] == steps[2]["optimizer_steps"] > 0
+    assert (out / "summary.md").read_text().startswith("| policy |")
