@@ -46,7 +46,8 @@ def kfp_server(monkeypatch, tmp_path):
 def _cli(argv, compile_calls=None, package_path=None):
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
-    kfp_cli.register_commands(sub)
+    parsers = kfp_cli.register_commands(sub)
+    assert set(parsers) == set(kfp_cli.CLUSTER_COMMANDS)
     args = parser.parse_args(argv)
 
     def compile_pipeline(path):
@@ -125,7 +126,7 @@ def test_run_uploaded_pipeline_uses_newest_version(kfp_server, package):
 
 def test_cli_run_compiles_first_and_sends_spec(kfp_server, package, capsys):
     calls = []
-    rc = _cli(["run", "--host", kfp_server.url, "--token", TOKEN, "--experiment", "nightly",
+    rc = _cli(["run", "--host", kfp_server.url, "--token", TOKEN, "--experiment", "nightly", "--cluster-config", "c.yaml",
                "--run-name", "r2", "--param", "grow_steps=2", "--param", "note=hello", "--caching", "off"],
               calls, package)
     assert rc == 0 and len(calls) == 1
