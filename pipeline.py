@@ -187,6 +187,8 @@ def resolve_config(args) -> RunConfig:
 
 
 def main(argv=None) -> int:
+    from rest.kfp_cli import CLUSTER_COMMANDS, PACKAGE_COMMANDS, dispatch, register_commands
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -203,23 +205,43 @@ def main(argv=None) -> int:
     _add_data_flags(p)
     add_config_arguments(p)
 
+    p = sub.add_parser("promote", help="compare a registered model version with the champion; move the alias")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="see `python pipeline.py promote --help`")
+
+    # upload / run / schedule / runs / doctor talk to a Kubeflow cluster.
+    parsers = register_commands(sub)
+    for name in PACKAGE_COMMANDS:
+        _add_data_flags(parsers[name])
+        add_config_arguments(parsers[name])
+
     args = ap.parse_args(argv)
     try:
+        if args.command == "promote":
+            from rest.registry import promote_cli
+
+            return promote_cli(args.args)
+        if args.command in CLUSTER_COMMANDS:
+            def compile_for_cluster(path: str) -> None:
+                compile_pipeline(resolve_config(args), path, _cluster_config(getattr(args, "cluster_config", None)))
+            return dispatch(args, compile_for_cluster)
         cfg = resolve_config(args)
         if args.command == "run-local":
             run_local(cfg, args.output_dir)
         elif args.command == "compile":
-            cluster = None
-            if args.cluster_config:
-                from rest.cluster import load_cluster_config
-
-                cluster = load_cluster_config(args.cluster_config)
-            compile_pipeline(cfg, args.output, cluster)
+            compile_pipeline(cfg, args.output, _cluster_config(args.cluster_config))
             print(f"wrote {args.output}")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _cluster_config(path):
+    if not path:
+        return None
+    from rest.cluster import load_cluster_config
+
+    return load_cluster_config(path)
 
 
 if __name__ == "__main__":

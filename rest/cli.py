@@ -7,7 +7,8 @@ import logging
 import os
 import sys
 
-from .config import ConfigError, add_config_arguments, dump_yaml, load_config, overrides_from_args
+from .config import (ConfigError, add_config_arguments, dump_yaml, load_config, markdown_reference,
+                     overrides_from_args)
 
 
 def _setup_logging():
@@ -21,6 +22,7 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("config", help="print the resolved config as commented YAML")
     p.add_argument("--config")
+    p.add_argument("--markdown", action="store_true", help="print the reference of every setting as Markdown")
     add_config_arguments(p)
 
     p = sub.add_parser("bootstrap", help="train the BC policy from scratch (rebuilds the shipped default)")
@@ -37,7 +39,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.command == "config":
-        sys.stdout.write(dump_yaml(cfg))
+        sys.stdout.write(markdown_reference() if args.markdown else dump_yaml(cfg))
         return 0
     if args.command == "bootstrap":
         from .bootstrap import bootstrap

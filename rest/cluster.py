@@ -310,6 +310,9 @@ def apply_cluster_settings(task, step: str, cfg: ClusterConfig):
     for key, value in cfg.pod_labels.items():
         kubernetes.add_pod_label(task, key, value)
     kubernetes.set_image_pull_policy(task, cfg.image_pull_policy)
+    # The run's identity for MLflow grouping and MinIO keys comes from the pod's own label,
+    # not from a task input: an input would change every run and defeat KFP's cache.
+    kubernetes.use_field_path_as_env(task, "REST_PIPELINE_RUN", "metadata.labels['pipeline/runid']")
     if cfg.image_pull_secrets:
         kubernetes.set_image_pull_secrets(task, list(cfg.image_pull_secrets))
     return task

@@ -441,3 +441,23 @@ def dump_yaml(cfg: RunConfig) -> str:
             value = value.removesuffix("...").strip()
             lines.append(f"  {f.name}: {value}  # {f.metadata.get('help', '')}")
     return "\n".join(lines) + "\n"
+
+
+def markdown_reference() -> str:
+    """Every setting with its default and help, as Markdown (docs/config.md is generated from this)."""
+    lines = ["# Configuration reference", "",
+             "Generated from the config dataclasses in `rest/config.py` by `python -m rest config --markdown`; "
+             "a test keeps it in sync. Set a value in a YAML file (`section: {field: value}`) passed with "
+             "`--config`, or on the command line as `--section.field value` (lists comma-separated).", ""]
+    for section, cls in STEP_CONFIGS.items():
+        lines += [f"## `{section}`: {(cls.__doc__ or '').strip()}", "", "| setting | default | meaning |",
+                  "|---|---|---|"]
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            value = getattr(defaults, f.name)
+            if isinstance(value, str) and value.startswith(PROJECT_ROOT):
+                value = value.replace(PROJECT_ROOT, "<repo>")
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            lines.append(f"| `{section}.{f.name}` | `{shown}` | {f.metadata.get('help', '')} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -27,3 +27,21 @@ def test_overrides_parse_types():
 def test_bad_values_name_the_field(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, override)
+
+
+def test_docs_config_reference_is_generated_from_the_dataclasses():
+    import os
+
+    from rest.config import PROJECT_ROOT, markdown_reference
+
+    with open(os.path.join(PROJECT_ROOT, "docs", "config.md"), encoding="utf-8") as f:
+        assert f.read().strip() == markdown_reference().strip(), "run: python -m rest config --markdown > docs/config.md"
+
+
+def test_yaml_dump_loads_back(tmp_path):
+    from rest.config import dump_yaml
+
+    cfg = load_config(None, {"filter.thresholds": "0.3,0.4"})
+    p = tmp_path / "c.yaml"
+    p.write_text(dump_yaml(cfg))
+    assert load_config(str(p)) == cfg
