@@ -31,6 +31,15 @@ def main(argv=None) -> int:
     p.add_argument("--work-dir", default=None, help="prepared data and resumable checkpoints (default: OUT.work)")
     add_config_arguments(p, sections=("data", "bootstrap"))
 
+    p = sub.add_parser("validate", help="check config, data files, policy, reward, MinIO and MLflow before a run",
+                       description="Check everything a run needs before any compute; exit 2 with one error "
+                                   "naming the field or file and the fix. MinIO and MLflow are checked when "
+                                   "REST_S3_ENDPOINT / MLFLOW_TRACKING_URI are set.")
+    p.add_argument("--config")
+    p.add_argument("--no-data", action="store_true", help="skip reading the data files")
+    p.add_argument("--no-services", action="store_true", help="skip the MinIO and MLflow reachability checks")
+    add_config_arguments(p)
+
     args = ap.parse_args(argv)
     _setup_logging()
     try:
@@ -41,6 +50,8 @@ def main(argv=None) -> int:
     if args.command == "config":
         sys.stdout.write(markdown_reference() if args.markdown else dump_yaml(cfg))
         return 0
+    if args.command == "validate":
+        return _validate(cfg, args)
     if args.command == "bootstrap":
         from .bootstrap import bootstrap
         from .data import prepare
@@ -53,6 +64,31 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in info.items() if k != "bootstrap_config"}, indent=2, default=str))
         return 0
     return 1
+
+
+def _validate(cfg, args) -> int:
+    """``python -m rest validate``: the pipeline's validate task, from the shell."""
+    from .validate import validate_run
+
+    s3_settings, tracking_uri = None, None
+    try:
+        if not args.no_services:
+            from .storage import S3Settings
+
+            # The CLI is a boundary like a component: it reads the environment and passes it in.
+            s3_settings = S3Settings.from_env()
+            tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or None
+        validate_run(cfg.to_dict(), train=cfg.data.train, valid=cfg.data.valid, test=cfg.data.test,
+                     initial_policy=cfg.bootstrap.policy, check_data=not args.no_data,
+                     s3_settings=s3_settings, tracking_uri=tracking_uri)
+    except (ValueError, RuntimeError) as e:  # every validation error names its input and the fix
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    checked = ["config", "reward"] + (["policy"] if cfg.bootstrap.policy else []) + \
+        ([] if args.no_data else ["data"]) + (["object store"] if s3_settings else []) + \
+        (["tracking server"] if tracking_uri else [])
+    print(f"ok: {', '.join(checked)} (G={cfg.loop.grow_steps}, I={cfg.filter.improve_steps})")
+    return 0
 
 
 if __name__ == "__main__":

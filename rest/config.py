@@ -111,6 +111,7 @@ class BootstrapConfig:
         _check(self.batch_tokens >= 64, f"{w}.batch_tokens", "must be >= 64")
         _check(self.max_epochs >= 1 and self.eval_every >= 1 and self.patience >= 1,
                f"{w}.max_epochs", "max_epochs, eval_every and patience must be >= 1")
+        _check(self.warmup_steps >= 0, f"{w}.warmup_steps", f"is {self.warmup_steps}; must be >= 0 (0 = no warm-up)")
         _check(self.max_minutes > 0, f"{w}.max_minutes", "must be > 0")
 
 
@@ -235,8 +236,11 @@ class FinetuneConfig:
         _check(self.epochs >= 1, f"{w}.epochs", "must be >= 1")
         _check(self.batch_tokens >= 64, f"{w}.batch_tokens", "must be >= 64")
         _check(self.loss in ("nll", "reward_weighted"), f"{w}.loss", f"is {self.loss!r}; use nll or reward_weighted")
-        _check(self.eval_every >= 0 and self.checkpoint_every >= 1, f"{w}.eval_every",
-               "eval_every must be >= 0 and checkpoint_every >= 1")
+        _check(self.eval_every >= 0, f"{w}.eval_every", f"is {self.eval_every}; must be >= 0 (0 = once per epoch)")
+        _check(self.checkpoint_every >= 1, f"{w}.checkpoint_every",
+               f"is {self.checkpoint_every}; must be >= 1 (optimizer steps between resumable checkpoints)")
+        _check(self.warmup_steps >= 0, f"{w}.warmup_steps", f"is {self.warmup_steps}; must be >= 0 (0 = no warm-up)")
+        _check(self.threads >= 0, f"{w}.threads", "must be >= 0 (0 = all cores)")
 
     def learning_rate_for(self, improve_step: int) -> float:
         """Learning rate of Improve step ``improve_step`` (1-based)."""
@@ -272,6 +276,7 @@ class LoopConfig:
 
     def __post_init__(self):
         _check(self.grow_steps >= 1, "loop.grow_steps", f"is {self.grow_steps}; run at least 1 Grow step")
+        _check(bool(self.model_name.strip()), "loop.model_name", "is empty; name the model to register, e.g. rest-de-en")
 
 
 STEP_CONFIGS: dict[str, type] = {

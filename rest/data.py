@@ -24,6 +24,11 @@ class DataError(ValueError):
     """Malformed data: the message names the file, the line and the fix."""
 
 
+MAX_CHARS_PER_WORD = 30   # a row longer than max_words x this many characters is rejected
+SAME_TEXT_SHARE = 0.5     # more rows than this with source == target: both columns hold one language
+LANGUAGE_CHECK_ROWS = 1000
+
+
 def resolve_uri(uri: str, workdir: str | None = None) -> str:
     """A local path for ``uri``: local paths pass through, s3:// objects are fetched."""
     if uri.startswith("s3://"):
@@ -128,6 +133,11 @@ def load_pairs(uri: str, cfg: DataConfig, require_target: bool = True) -> list[d
             if len(text.split()) > cfg.max_words:
                 raise DataError(f"{uri}:{lineno}: {col!r} has {len(text.split())} words, over "
                                 f"data.max_words={cfg.max_words}; split it or raise the limit")
+            # Few words but a huge text (a pasted blob, a missing newline) is just as absurd.
+            if len(text) > cfg.max_words * MAX_CHARS_PER_WORD:
+                raise DataError(f"{uri}:{lineno}: {col!r} has {len(text)} characters, over "
+                                f"{MAX_CHARS_PER_WORD} x data.max_words={cfg.max_words}; it is not a sentence: "
+                                "remove the row or raise data.max_words")
         rid = rid if rid else f"{base}:{lineno}"
         if rid in seen:
             raise DataError(f"{uri}:{lineno}: id {rid!r} already used on line {seen[rid]}; ids must be unique")
@@ -136,6 +146,16 @@ def load_pairs(uri: str, cfg: DataConfig, require_target: bool = True) -> list[d
     if not rows:
         raise DataError(f"{uri}: no data rows; the file holds only a header or blank lines")
     return rows
+
+
+def check_languages(rows: list[dict], uri: str, cfg: DataConfig) -> None:
+    """Refuse data whose source and target hold the same text in most rows (one language twice)."""
+    head = rows[:LANGUAGE_CHECK_ROWS]
+    same = sum(1 for r in head if r["source"] == r["target"])
+    if head and same > SAME_TEXT_SHARE * len(head):
+        raise DataError(f"{uri}: source equals target in {same} of the first {len(head)} rows; columns "
+                        f"{cfg.source_column!r} and {cfg.target_column!r} hold the same language: point "
+                        "data.source_column/data.target_column at the two languages")
 
 
 def _stable_fraction(key: str, seed: int) -> float:
@@ -177,10 +197,7 @@ def prepare(cfg: DataConfig, out_dir: str) -> PreparedData:
         if not valid or not test:
             raise DataError(f"{cfg.train}: too few rows ({len(keep)}) to split off valid/test; "
                             "give data.valid and data.test files")
-    same = sum(1 for r in train[:1000] if r["source"] == r["target"])
-    if same > 0.5 * min(len(train), 1000):
-        raise DataError(f"{cfg.train}: source equals target in most rows; "
-                        "check data.source_column/data.target_column name different languages")
+    check_languages(train, cfg.train, cfg)
     rng = random.Random(cfg.seed)
     valid = _subset(valid, cfg.max_valid, rng)
     test = _subset(test, cfg.max_test, rng)

@@ -1,0 +1,294 @@
+"""Input validation: every bad input gives one error naming the field or file (and line) and the fix.
+
+Table-driven: each case builds a broken input in a fresh directory, runs ``validate_run``
+and matches the error message. Policy directories here are stand-ins (the right file
+names, dummy contents): ``validate_run`` checks a directory's shape, it does not load it.
+"""
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import threading
+
+import pytest
+
+from rest.validate import redact_uri, validate_run
+from tests.conftest import bundled_rows, write_tsv
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fake_policy(d, files=("config.json", "model.safetensors", "tokenizer.json"), config=None):
+    os.makedirs(d, exist_ok=True)
+    for name in files:
+        with open(os.path.join(d, name), "w", encoding="utf-8") as f:
+            f.write(json.dumps(config or {"model_type": "mbart"}) if name == "config.json" else "x")
+    return str(d)
+
+
+class Case:
+    """One input: a config dict, data files and a policy built under ``tmp``."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.config: dict = {}
+        rows = bundled_rows("train", 12)
+        self.train = write_tsv(tmp / "train.tsv", rows)
+        self.valid = write_tsv(tmp / "valid.tsv", bundled_rows("valid", 4))
+        self.test = write_tsv(tmp / "test.tsv", bundled_rows("test", 4))
+        self.policy = fake_policy(tmp / "policy")
+        self.kwargs: dict = {}
+
+    def write(self, name, text: str | bytes):
+        p = self.tmp / name
+        p.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+        return str(p)
+
+    def run(self):
+        return validate_run(self.config, train=self.train, valid=self.valid, test=self.test,
+                            initial_policy=self.policy, **self.kwargs)
+
+
+HEADER = "id\tde\ten\n"
+
+
+def cfg(section, **values):
+    def apply(c):
+        c.config.setdefault(section, {}).update(values)
+    return apply
+
+
+def train_tsv(text):
+    def apply(c):
+        c.train = c.write("train.tsv", text)
+    return apply
+
+
+def train_jsonl(text):
+    def apply(c):
+        c.train = c.write("train.jsonl", text)
+    return apply
+
+
+def policy_files(*files, config=None):
+    def apply(c):
+        c.policy = fake_policy(c.tmp / "p2", files, config)
+    return apply
+
+
+def setattr_(name, value):
+    def apply(c):
+        setattr(c, name, value(c) if callable(value) else value)
+    return apply
+
+
+def s3_unreachable(c):
+    from rest.storage import S3Settings
+
+    c.kwargs["s3_settings"] = S3Settings(endpoint=f"127.0.0.1:{free_port()}", access_key="k", secret_key="s")
+    c.kwargs["timeout_s"] = 2.0
+
+
+def mlflow_unreachable(c):
+    c.kwargs["tracking_uri"] = f"http://127.0.0.1:{free_port()}"
+
+
+def mlflow_sqlite_missing_dir(c):
+    c.kwargs["tracking_uri"] = f"sqlite:///{c.tmp}/no/such/dir/mlflow.db"
+
+
+def many(*fns):
+    def apply(c):
+        for f in fns:
+            f(c)
+    return apply
+
+
+ROW = "a1\tHallo Welt\tHello world\n"
+
+CASES = [
+    # -- config values ---------------------------------------------------------------------
+    ("thresholds not rising", cfg("filter", thresholds=[0.7, 0.6]),
+     r"^filter\.thresholds: must rise: step 2 \(0\.6\) is not above step 1 \(0\.7\)$"),
+    ("thresholds equal", cfg("filter", thresholds=[0.6, 0.6]), r"filter\.thresholds: must rise"),
+    ("threshold above 1", cfg("filter", thresholds=[0.5, 1.5]),
+     r"filter\.thresholds: 1\.5 is outside the reward range \[0, 1\]"),
+    ("threshold below 0", cfg("filter", thresholds=[-0.1, 0.5]),
+     r"filter\.thresholds: -0\.1 is outside the reward range \[0, 1\]"),
+    ("thresholds empty (I = 0)", cfg("filter", thresholds=[]),
+     r"filter\.thresholds: is empty; give at least one threshold"),
+    ("temperature zero", cfg("sample", temperature=0.0), r"sample\.temperature: is 0\.0; must be > 0"),
+    ("temperature negative", cfg("sample", temperature=-1.0), r"sample\.temperature: is -1\.0; must be > 0"),
+    ("num_samples zero", cfg("sample", num_samples=0), r"sample\.num_samples: is 0; sample at least 1 candidate"),
+    ("grow_steps zero", cfg("loop", grow_steps=0), r"loop\.grow_steps: is 0; run at least 1 Grow step"),
+    ("percentile mode wrong count", cfg("filter", mode="percentile", thresholds=[0.5, 0.6], percentiles=[50.0]),
+     r"filter\.percentiles: has 1 values but thresholds has 2; give one per Improve step"),
+    ("percentile out of range", cfg("filter", mode="percentile", thresholds=[0.5], percentiles=[100.0]),
+     r"filter\.percentiles: 100\.0 is outside \[0, 100\)"),
+    ("unknown filter mode", cfg("filter", mode="best"), r"filter\.mode: is 'best'; use global or percentile"),
+    ("unknown section", lambda c: c.config.update(sampel={}), r"config: unknown section\(s\) \['sampel'\]"),
+    ("misspelt setting", cfg("sample", temprature=0.5), r"sample: unknown setting\(s\) \['temprature'\]"),
+    ("wrong type", cfg("sample", num_samples="many"), r"sample\.num_samples: cannot read 'many' as int"),
+    ("checkpoint_every zero", cfg("finetune", checkpoint_every=0), r"finetune\.checkpoint_every: is 0; must be >= 1"),
+    ("negative warm-up", cfg("finetune", warmup_steps=-5), r"finetune\.warmup_steps: is -5; must be >= 0"),
+    # -- rewards ---------------------------------------------------------------------------
+    ("unknown reward", cfg("score", reward="chrF++"), r"score\.reward: unknown reward 'chrF\+\+'; known: bleu, chrf"),
+    ("dotted reward not allowed", cfg("score", reward="os:system"),
+     r"score\.reward: 'os:system' is a dotted path: it runs code, so set score\.allow_code_reward=true"),
+    ("dotted reward does not import", cfg("score", reward="no_such_module_xyz:fn", allow_code_reward=True),
+     r"score\.reward: reward 'no_such_module_xyz:fn' does not import: No module named 'no_such_module_xyz'"),
+    ("dotted reward missing function", cfg("score", reward="json:no_such_fn", allow_code_reward=True),
+     r"score\.reward: reward 'json:no_such_fn' does not import"),
+    ("reward model without path", cfg("score", reward="reward_model"),
+     r"score\.reward_model_path: is empty but reward=reward_model"),
+    ("reward model dir without weights", cfg("score", reward="reward_model", reward_model_path="/nonexistent/rm"),
+     r"score\.reward_model_path: /nonexistent/rm: policy directory not found"),
+    # -- data files ------------------------------------------------------------------------
+    ("empty file", train_tsv(""), r"train\.tsv: empty file; it needs a header row naming the columns"),
+    ("header only", train_tsv(HEADER), r"train\.tsv: no data rows"),
+    ("bad encoding", train_tsv(HEADER.encode() + ROW.encode() + "b2\tK\xe4se\tcheese\n".encode("latin-1")),
+     r"train\.tsv:3: not UTF-8 text \(invalid continuation byte at byte 4\); re-encode the file as UTF-8"),
+    ("missing column", train_tsv("id\tsrc\ten\n" + ROW),
+     r"train\.tsv:1: header \['id', 'src', 'en'\] has no column 'de'; set data\.source_column"),
+    ("empty source", train_tsv(HEADER + "a1\t \tHello\n"), r"train\.tsv:2: empty source text in column 'de'"),
+    ("empty target", train_tsv(HEADER + ROW + "a2\tHallo\t\n"), r"train\.tsv:3: empty target text in column 'en'"),
+    ("duplicated ids", train_tsv(HEADER + ROW + ROW.replace("Welt", "Erde")),
+     r"train\.tsv:3: id 'a1' already used on line 2; ids must be unique"),
+    ("too many words", train_tsv(HEADER + "a1\t" + "Wort " * 201 + "\tword\n"),
+     r"train\.tsv:2: 'de' has 201 words, over data\.max_words=200; split it or raise the limit"),
+    ("absurd length in characters", train_tsv(HEADER + "a1\tHallo\t" + "x" * 7000 + "\n"),
+     r"train\.tsv:2: 'en' has 7000 characters, over 30 x data\.max_words=200"),
+    ("wrong field count", train_tsv(HEADER + ROW + "a2\tHallo\tHello\textra\n"),
+     r"train\.tsv:3: 4 tab-separated fields, the header has 3; remove stray tabs"),
+    ("JSONL line not JSON", train_jsonl('{"de": "Hallo", "en": "Hello"}\n{"de": "Hallo",\n'),
+     r"train\.jsonl:2: not valid JSON"),
+    ("JSONL line not an object", train_jsonl('["Hallo", "Hello"]\n'), r"train\.jsonl:1: expected a JSON object"),
+    ("JSONL missing key", train_jsonl('{"de": "Hallo"}\n'), r"train\.jsonl:1: no key 'en' \(keys: \['de'\]\)"),
+    ("JSONL text not a string", train_jsonl('{"de": "Hallo", "en": 5}\n'), r"train\.jsonl:1: 'en' must be a string"),
+    ("source equals target", train_tsv(HEADER + "".join(f"r{k}\tSame text {k}\tSame text {k}\n" for k in range(10))),
+     r"train\.tsv: source equals target in 10 of the first 10 rows; columns 'de' and 'en' hold the same language"),
+    ("unknown file format", setattr_("train", lambda c: c.write("train.csv", "de,en\n")),
+     r"train\.csv: unknown format; name the file \*\.tsv or \*\.jsonl"),
+    ("valid file missing", setattr_("valid", "/nonexistent/valid.tsv"), r"^/nonexistent/valid\.tsv: file not found$"),
+    ("unsupported URI scheme", setattr_("test", "gs://bucket/test.tsv"),
+     r"gs://bucket/test\.tsv: unsupported URI scheme; use a local path or s3://"),
+    # -- the policy directory -------------------------------------------------------------
+    ("policy missing", setattr_("policy", "/nonexistent/policy"),
+     r"initial policy: /nonexistent/policy: policy directory not found"),
+    ("policy without weights", policy_files("config.json", "tokenizer.json"),
+     r"initial policy: .*p2: no \*\.safetensors weights$"),
+    ("policy with only .bin weights", policy_files("config.json", "pytorch_model.bin", "tokenizer.json"),
+     r"no \*\.safetensors weights \(found PyTorch \.bin weights: re-save with safe_serialization=True\)"),
+    ("policy without config.json", policy_files("model.safetensors", "tokenizer.json"),
+     r"initial policy: .*p2: no config\.json; save the model with save_pretrained\(\)"),
+    ("policy without tokenizer", policy_files("config.json", "model.safetensors"),
+     r"initial policy: .*p2: no tokenizer files; save the tokenizer into the same directory"),
+    ("policy config not JSON", lambda c: (policy_files("config.json", "model.safetensors", "tokenizer.json")(c),
+                                          open(os.path.join(c.policy, "config.json"), "w").write("{oops")),
+     r"initial policy: .*config\.json: not a readable JSON model config"),
+    ("policy wants remote code", policy_files("config.json", "model.safetensors", "tokenizer.json",
+                                              config={"model_type": "x", "auto_map": {"AutoModel": "m.M"}}),
+     r"config\.json asks to run the directory's own Python code \(auto_map\).*bootstrap\.trust_remote_code=true"),
+    # -- services ---------------------------------------------------------------------------
+    ("MinIO unreachable", s3_unreachable,
+     r"object store: check bucket rest: S3 endpoint http://127\.0\.0\.1:\d+, bucket 'rest' still failing.*"
+     r"check REST_S3_ENDPOINT"),
+    ("MLflow unreachable", mlflow_unreachable,
+     r"MLflow tracking server http://127\.0\.0\.1:\d+: unreachable \(.*\); start it or fix MLFLOW_TRACKING_URI"),
+    ("MLflow store directory missing", mlflow_sqlite_missing_dir,
+     r"MLflow tracking store sqlite:///.*/no/such/dir/mlflow\.db: directory .*/no/such/dir does not exist"),
+    ("MLflow unsupported scheme", lambda c: c.kwargs.update(tracking_uri="ftp://host/x"),
+     r"MLflow tracking URI ftp://host/x: unsupported scheme 'ftp'"),
+]
+
+
+@pytest.mark.parametrize("name, breaks, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_clear_error(tmp_path, name, breaks, message):
+    case = Case(tmp_path)
+    breaks(case)
+    with pytest.raises(ValueError, match=message):
+        case.run()
+
+
+def test_table_is_big_enough():
+    assert len(CASES) >= 25
+
+
+def test_good_inputs_pass(tmp_path):
+    case = Case(tmp_path)
+    cfg = case.run()
+    assert cfg.filter.improve_steps == 3
+
+
+def test_check_data_false_skips_the_files(tmp_path):
+    case = Case(tmp_path)
+    case.train = case.write("train.tsv", "")
+    validate_run({}, train=case.train, valid=case.valid, test=case.test, initial_policy=case.policy, check_data=False)
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        self.send_response(self.status if self.path == "/health" else 404)
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def health_server():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_reachable_tracking_server_passes_and_wrong_server_is_named(tmp_path, health_server):
+    case = Case(tmp_path)
+    case.kwargs["tracking_uri"] = health_server
+    case.run()
+    case.kwargs["tracking_uri"] = health_server + "/not-mlflow"
+    with pytest.raises(ValueError, match=r"MLflow tracking server http://127\.0\.0\.1:\d+/not-mlflow: "
+                                         r"GET /health answered HTTP 404"):
+        case.run()
+
+
+def test_tracking_uri_password_is_never_shown(tmp_path):
+    case = Case(tmp_path)
+    case.kwargs["tracking_uri"] = f"http://alice:S3cr3tPassw0rd@127.0.0.1:{free_port()}"
+    with pytest.raises(ValueError) as err:
+        case.run()
+    assert "S3cr3tPassw0rd" not in str(err.value)
+    assert "alice:***@127.0.0.1" in str(err.value)
+    assert redact_uri("http://h:5000") == "http://h:5000"
+
+
+def test_cli_validate(tmp_path, capsys, monkeypatch):
+    from rest.cli import main
+
+    for var in ("REST_S3_ENDPOINT", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    case = Case(tmp_path)
+    common = ["validate", "--data.train", case.train, "--data.valid", case.valid, "--data.test", case.test,
+              "--bootstrap.policy", case.policy]
+    assert main(common) == 0
+    assert capsys.readouterr().out.startswith("ok: config, reward, policy, data (G=1, I=3)")
+    assert main(common + ["--filter.thresholds", "0.8,0.7"]) == 2
+    assert "error: filter.thresholds: must rise" in capsys.readouterr().err
+    bad = case.write("bad.tsv", HEADER + ROW + ROW)
+    assert main(common[:2] + [bad] + common[3:]) == 2
+    assert "bad.tsv:3: id 'a1' already used on line 2" in capsys.readouterr().err
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    assert main(common) == 2
+    assert "MLflow tracking server" in capsys.readouterr().err
+    assert main(common + ["--no-services"]) == 0
