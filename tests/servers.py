@@ -7,14 +7,18 @@ Both listen on 127.0.0.1 only, on free ports. Use them with::
 The S3 server stands in for MinIO (none can be installed here). It runs in-process
 (``moto.server.ThreadedMotoServer``) so that ``stop()``/``start()`` behave like a MinIO
 restart with a persistent volume: objects survive, connections in between are refused.
-It enforces credentials: an IAM user with full access is created first and the server
-then rejects requests signed with any other key, so wrong-credential paths are real.
+An IAM user with full access is created at start and its keys are the ones to use.
+Inside ``with server.enforce_auth():`` the server rejects requests signed with any other
+key, so wrong-credential paths are real. Enforcement is off otherwise because moto's
+signature check cannot verify presigned URLs, which the MLflow server uses to serve
+artifact downloads.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -101,8 +105,8 @@ class S3Server:
         return S3Settings(endpoint=self.endpoint, access_key=self.access_key, secret_key=self.secret_key,
                           bucket=bucket, prefix=prefix, secure=False, **kw)
 
-    def _enable_auth(self) -> None:
-        """Create an all-access IAM user, then make the server check every request's signature."""
+    def _create_user(self) -> None:
+        """Create an all-access IAM user whose keys the tests use."""
         import boto3
 
         iam = boto3.client("iam", endpoint_url=self.url, region_name="us-east-1",
@@ -113,29 +117,70 @@ class S3Server:
             "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
         key = iam.create_access_key(UserName="rest-test")["AccessKey"]
         self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
-        # From now on (request count 0 >= limit 0) moto authenticates and authorises every call.
+
+    def _set_auth_limit(self, limit: str) -> None:
+        # moto authenticates once its request counter reaches this limit ("0": at once, "inf": never).
         # text/plain: a form content type would make the server parse the body away.
-        req = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=b"0", method="POST",
+        req = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=limit.encode(), method="POST",
                                      headers={"Content-Type": "text/plain"})
         with urllib.request.urlopen(req, timeout=5) as r:
             assert r.status == 200
 
+    @contextlib.contextmanager
+    def enforce_auth(self):
+        """Within the block the server checks every request's signature and key."""
+        self._set_auth_limit("0")
+        try:
+            yield self
+        finally:
+            self._set_auth_limit("inf")
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """A moto S3 server on a free loopback port with real credential checks."""
-    pytest.importorskip("moto.server")
+
+class _Shared:
+    """One server per pytest process, however many test modules import the fixture.
+
+    A fixture imported into several test modules is a separate definition in each, so a
+    plain session fixture would start one server per module. Each definition takes a
+    reference here instead; the last one to finish stops the server.
+    """
+
+    def __init__(self, start, stop):
+        self._start, self._stop, self.value, self.refs = start, stop, None, 0
+
+    @contextlib.contextmanager
+    def use(self, *args):
+        if self.refs == 0:
+            self.value = self._start(*args)
+        self.refs += 1
+        try:
+            yield self.value
+        finally:
+            self.refs -= 1
+            if self.refs == 0:
+                value, self.value = self.value, None
+                self._stop(value)
+
+
+def _start_s3() -> S3Server:
     server = S3Server(port=free_port())
     server.start()
     try:
-        server._enable_auth()
-        yield server
-    finally:
+        server._create_user()
+    except Exception:
         server.stop()
-        # Later in-process moto users (if any) should not inherit enforced auth.
-        from moto import settings as moto_settings
+        raise
+    return server
 
-        moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+
+_S3 = _Shared(_start_s3, lambda server: server.stop())
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on a free loopback port (credential checks on demand: ``enforce_auth``)."""
+    pytest.importorskip("moto.server")
+    with _S3.use() as server:
+        yield server
 
 
 @dataclass
@@ -147,15 +192,7 @@ class MlflowServer:
     workdir: str
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(s3_server, tmp_path_factory):
-    """A real MLflow tracking server: sqlite backend, artifacts proxied to the S3 server.
-
-    Clients talk only HTTP to the tracking server (``mlflow-artifacts:/`` URIs), so they
-    need no S3 credentials; the server itself writes to s3://mlflow-artifacts.
-    """
-    if shutil.which("mlflow") is None and not _has_module("mlflow"):
-        pytest.skip("mlflow is not installed")
+def _start_mlflow(s3_server: S3Server, work: str) -> MlflowServer:
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=s3_server.url, region_name="us-east-1",
@@ -164,10 +201,11 @@ def mlflow_server(s3_server, tmp_path_factory):
     if "mlflow-artifacts" not in existing:
         s3.create_bucket(Bucket="mlflow-artifacts")
 
-    work = str(tmp_path_factory.mktemp("mlflow_server"))
     port = free_port()
-    env = {**os.environ, **s3_server.env(), "MLFLOW_TRACKING_URI": ""}
-    env.pop("MLFLOW_TRACKING_URI")
+    env = {**os.environ, **s3_server.env(),
+           # The background job runner (7 extra processes) is not needed for tracking tests.
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
     log_path = os.path.join(work, "server.log")
     cmd = [sys.executable, "-m", "mlflow", "server",
            "--backend-store-uri", f"sqlite:///{work}/mlflow.db",
@@ -176,7 +214,7 @@ def mlflow_server(s3_server, tmp_path_factory):
     with open(log_path, "wb") as log:
         # Own process group: teardown stops the server and its worker children by this PID.
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/health", timeout=90, proc=proc)
@@ -185,24 +223,52 @@ def mlflow_server(s3_server, tmp_path_factory):
         with open(log_path, encoding="utf-8", errors="replace") as f:
             tail = f.read()[-3000:]
         raise RuntimeError(f"mlflow server did not start: {e}\n--- server log ---\n{tail}") from None
+    return MlflowServer(url=url, proc=proc, workdir=work)
+
+
+_MLFLOW = _Shared(_start_mlflow, lambda server: _stop(server.proc))
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(s3_server, tmp_path_factory):
+    """A real MLflow tracking server: sqlite backend, artifacts proxied to the S3 server.
+
+    Clients talk only HTTP to the tracking server (``mlflow-artifacts:/`` URIs), so they
+    need no S3 credentials; the server itself writes to s3://mlflow-artifacts.
+    """
+    if not _has_module("mlflow"):
+        pytest.skip("mlflow is not installed")
+    with _MLFLOW.use(s3_server, str(tmp_path_factory.mktemp("mlflow_server"))) as server:
+        yield server
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if pytest dies without teardown (e.g. killed by a timeout)."""
     try:
-        yield MlflowServer(url=url, proc=proc, workdir=work)
-    finally:
-        _stop(proc)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Terminate the server's process group (started by us, so its PID is its group id)."""
-    if proc.poll() is not None:
-        return
+    """Stop the server's process group (we started it, so its PID is the group id).
+
+    SIGTERM first; then SIGKILL to the group, which also catches workers the server
+    left behind (they keep the group id after their parent exits).
+    """
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
+        pass
+    try:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
     except ProcessLookupError:
         pass
+    proc.wait(timeout=5)
 
 
 def _has_module(name: str) -> bool:

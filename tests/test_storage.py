@@ -139,15 +139,18 @@ def test_reader_refuses_unpublished_or_corrupt_dir(s3_server, tmp_path):
 
 @pytest.mark.integration
 def test_wrong_credentials_name_endpoint_and_bucket(s3_server):
-    bad = dataclasses.replace(s3_server.settings(bucket="creds"), secret_key="wrong-secret-value-123")
-    with pytest.raises(StorageError) as err:
-        ArtifactStore(bad).ensure_bucket()
-    msg = str(err.value)
-    assert s3_server.endpoint in msg and "'creds'" in msg and "credentials" in msg
-    assert "wrong-secret-value-123" not in msg and s3_server.secret_key not in msg
-    unknown = dataclasses.replace(bad, access_key="AKIANOSUCHKEY")
-    with pytest.raises(StorageError, match="credentials"):
-        ArtifactStore(unknown).list("")
+    good = s3_server.settings(bucket="creds")
+    bad = dataclasses.replace(good, secret_key="wrong-secret-value-123")
+    with s3_server.enforce_auth():
+        ArtifactStore(good).ensure_bucket()  # the right keys pass the same checks
+        with pytest.raises(StorageError) as err:
+            ArtifactStore(bad).list("")
+        msg = str(err.value)
+        assert s3_server.endpoint in msg and "'creds'" in msg and "credentials" in msg
+        assert "wrong-secret-value-123" not in msg and s3_server.secret_key not in msg
+        unknown = dataclasses.replace(bad, access_key="AKIANOSUCHKEY")
+        with pytest.raises(StorageError, match="credentials"):
+            ArtifactStore(unknown).ensure_bucket()
 
 
 @pytest.mark.integration
