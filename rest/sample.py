@@ -68,7 +68,8 @@ def grow(policy_dir: str, sources_path: str, cfg: SampleConfig, out_dir: str, gr
     wall = time.time() - t0
     stats = {"rows": n, "sources": len(rows), "samples_per_source": cfg.num_samples, "policy_id": policy_id,
              "grow": grow_step, "shard": shard_index, "num_shards": num_shards, "wall_s": wall,
-             "candidates_per_s": len(rows) * cfg.num_samples / max(1e-9, wall), "reused_chunks": reused}
+             "candidates_per_s": len(rows) * cfg.num_samples / max(1e-9, wall), "reused_chunks": reused,
+             "seed": cfg.seed, "temperature": cfg.temperature, "top_k": cfg.top_k}
     write_json(os.path.join(out_dir, "stats.json"), stats)
     return stats
 

@@ -114,12 +114,14 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
 
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_reward": float("-inf"),
              "best_step": 0, "bad_checks": 0, "history": [], "losses": [], "tokens": 0, "elapsed": 0.0}
+    resume_rng = None
     if ckpt_path and os.path.exists(ckpt_path):
         saved = torch.load(ckpt_path, weights_only=False)
         if saved.get("fingerprint") == fingerprint:
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])
             state = saved["state"]
+            resume_rng = saved.get("rng_state")
             log.info("%s: resuming from checkpoint at step %d", spec.label, state["step"])
         else:
             log.warning("%s: ignoring checkpoint made for other inputs", spec.label)
@@ -128,8 +130,9 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
         if not ckpt_path:
             return
         with atomic_path(ckpt_path) as tmp:
+            # The RNG state too: dropout after a resume draws the masks an unbroken run would.
             torch.save({"fingerprint": fingerprint, "model": model.state_dict(),
-                        "optimizer": opt.state_dict(), "state": state}, tmp)
+                        "optimizer": opt.state_dict(), "state": state, "rng_state": torch.get_rng_state()}, tmp)
 
     def check(step):
         reward = validation_reward(model, tokenizer, valid_rows, reward_fn)
@@ -153,7 +156,11 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
         if spec.max_steps == 0 and epoch >= spec.max_epochs:
             break
         batches = token_batches(lengths, spec.batch_tokens, random.Random(spec.seed * 7919 + epoch))
-        torch.manual_seed(spec.seed * 7919 + epoch)
+        if resume_rng is not None and state["batch_in_epoch"] > 0:
+            torch.set_rng_state(resume_rng)  # mid-epoch resume: continue the saved stream
+        else:
+            torch.manual_seed(spec.seed * 7919 + epoch)
+        resume_rng = None
         for b in range(state["batch_in_epoch"], len(batches)):
             inputs = _collate(src_ids, tgt_ids, weights, batches[b], pad_id, start_id)
             for g in opt.param_groups:
@@ -167,7 +174,7 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
             state["batch_in_epoch"] = b + 1
             state["tokens"] += sum(lengths[i] for i in batches[b])
             log_tokens += sum(lengths[i] for i in batches[b])
-            log_loss, log_n = log_loss + float(loss), log_n + 1
+            log_loss, log_n = log_loss + float(loss.detach()), log_n + 1
             step = state["step"]
             if time.time() - last_log > 15:
                 rate = log_tokens / (time.time() - last_log)
