@@ -55,8 +55,18 @@ def filter_scored(scored_dir: str, cfg: FilterConfig, step: int, out_dir: str) -
     sum_all = sum_kept = 0.0
     examples: dict[str, list] = {"best": [], "worst": [], "borderline": []}
     rng = random.Random(step)
+    # Per-source rules need each source's rows together (sample/merge write them so); a
+    # source seen again later would be cut twice, on part of its rows each time.
+    per_source = pct is not None or cfg.max_per_source > 0
+    done_sources: set[str] = set()
     with atomic_path(os.path.join(out_dir, "data.jsonl")) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for _, group in _groups(read_jsonl(data)):
+        for source_id, group in _groups(read_jsonl(data)):
+            if per_source:
+                if source_id in done_sources:
+                    raise FilterError(f"{data}: rows of source {source_id!r} are not contiguous; per-source "
+                                      "filtering (filter.mode=percentile, filter.max_per_source) needs each "
+                                      "source's rows together, as rest.sample writes them")
+                done_sources.add(source_id)
             group = list(group)
             cut = tau if pct is None else _percentile([r["reward"] for r in group], pct)
             passed = [r for r in group if r["reward"] >= cut and (cfg.keep_references or r.get("origin") != "reference")]

@@ -265,3 +265,18 @@ def test_failed_score_rerun_keeps_the_earlier_output(tmp_path):
     with pytest.raises(rewards.RewardError, match="non-finite"):
         score(grown, ScoreConfig(reward="test_faults_broken", batch_size=4), out)
     assert sha256_path(out) == before and _no_temps(out) == []
+
+
+def test_per_source_filter_refuses_interleaved_sources(tmp_path):
+    """A grown set whose sources are interleaved would be cut per fragment: refuse it instead."""
+    from rest.config import FilterConfig
+    from rest.filter import FilterError, filter_scored
+
+    scored = _scored_dir(str(tmp_path / "scored"), [0.1, 0.4, 0.6, 0.9] * 3)
+    rows = list(read_jsonl(os.path.join(scored, "data.jsonl")))
+    write_jsonl(os.path.join(scored, "data.jsonl"), rows[4:6] + rows[:4] + rows[6:])  # s1, s0, s1, s2
+    cfg = FilterConfig(thresholds=[0.5], mode="percentile", percentiles=[50.0])
+    with pytest.raises(FilterError, match=r"rows of source 's1' are not contiguous"):
+        filter_scored(scored, cfg, 1, str(tmp_path / "out"))
+    assert not os.path.exists(tmp_path / "out" / "data.jsonl")
+    assert filter_scored(scored, FilterConfig(thresholds=[0.5]), 1, str(tmp_path / "out"))["kept"] == 6
