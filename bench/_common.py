@@ -1,0 +1,85 @@
+"""Shared helpers of the bench scripts: the machine description, default paths, timing."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run as `python bench/x.py` from anywhere
+    sys.path.insert(0, ROOT)
+
+DATA_DIR = os.path.join(ROOT, "data", "libreoffice-de-en")
+# The converged BC policy when it exists, else the shipped one, else a benchmarking stand-in.
+POLICY_CANDIDATES = ["/work/bc/bc-libreoffice-de-en", os.path.join(ROOT, "models", "bc-libreoffice-de-en"),
+                     "/work/bench-model/bc"]
+
+
+def default_policy() -> str:
+    for p in POLICY_CANDIDATES:
+        if os.path.isfile(os.path.join(p, "config.json")):
+            return p
+    return POLICY_CANDIDATES[1]
+
+
+def machine() -> dict:
+    """nproc, CPU model, RAM, load, torch version and threads: printed beside every figure."""
+    import torch
+
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    mem_gib = 0.0
+    try:
+        with open("/proc/meminfo") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("MemTotal"))
+            mem_gib = round(kb / 2**20, 1)
+    except (OSError, StopIteration):
+        pass
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = -1.0
+    return {"nproc": os.cpu_count(), "cpu": cpu or platform.processor(), "ram_gib": mem_gib,
+            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "load_avg_1min_at_start": round(load, 2)}
+
+
+def read_tsv(path: str, limit: int = 0, src: str = "de", tgt: str = "en") -> list[dict]:
+    """Rows of a bundled TSV as {"id", "source", "target"} (first ``limit`` rows; 0 = all)."""
+    import csv
+
+    rows = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for k, r in enumerate(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)):
+            rows.append({"id": r.get("id") or str(k), "source": r[src], "target": r[tgt]})
+            if limit and len(rows) >= limit:
+                break
+    return rows
+
+
+class Timer:
+    """Wall and CPU seconds of a block."""
+
+    def __enter__(self):
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.wall0
+        self.cpu = time.process_time() - self.cpu0
+
+
+def emit(result: dict, out: str | None) -> None:
+    """Print the result as JSON (and write it to ``out``)."""
+    text = json.dumps(result, indent=2, sort_keys=True)
+    print(text)
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
