@@ -132,6 +132,10 @@ class SampleConfig:
         "Split the sources into this many shards; the pipeline samples them in parallel tasks."))
     threads: int = field(default=0, metadata=_help("torch CPU threads (0 = all cores)."))
     seed: int = field(default=13, metadata=_help("Seed; with the Grow index, fixes every sample."))
+    backend: str = field(default="hf", metadata=_help(
+        "Generation engine: hf (Hugging Face generate(), the reference) or ctranslate2 (the same weights "
+        "converted in memory and run by CTranslate2: several times faster on CPU, same sample quality; "
+        "models it cannot convert fall back to hf). See BENCHMARKS.md."))
 
     def __post_init__(self):
         w = "sample"
@@ -143,6 +147,8 @@ class SampleConfig:
         _check(self.batch_sentences >= 1, f"{w}.batch_sentences", "must be >= 1")
         _check(self.num_shards >= 1, f"{w}.num_shards", "must be >= 1")
         _check(self.threads >= 0, f"{w}.threads", "must be >= 0")
+        _check(self.backend in ("hf", "ctranslate2"), f"{w}.backend",
+               f"is {self.backend!r}; use hf or ctranslate2 (needs `pip install ctranslate2`)")
 
 
 @dataclass
@@ -256,9 +262,14 @@ class EvaluateConfig:
     best_of_n: int = field(default=0, metadata=_help(
         "Also report best-of-N reward: sample N per test source, keep the best (0 = off)."))
     batch_sentences: int = field(default=64, metadata=_help("Sentences per generate() call."))
+    backend: str = field(default="hf", metadata=_help(
+        "Generation engine for the test translations: hf (Hugging Face generate(), the reference) or "
+        "ctranslate2 (faster on CPU; models it cannot convert fall back to hf)."))
 
     def __post_init__(self):
         w = "evaluate"
+        _check(self.backend in ("hf", "ctranslate2"), f"{w}.backend",
+               f"is {self.backend!r}; use hf or ctranslate2 (needs `pip install ctranslate2`)")
         _check(self.decode in ("greedy", "beam"), f"{w}.decode", f"is {self.decode!r}; use greedy or beam")
         _check(self.beam_size >= 1 and self.best_of_n >= 0 and self.batch_sentences >= 1,
                f"{w}.beam_size", "beam_size and batch_sentences must be >= 1, best_of_n >= 0")

@@ -10,6 +10,7 @@ from sacrebleu.metrics import BLEU, CHRF
 from .config import EvaluateConfig
 from .data import read_rows
 from .io import write_json, write_jsonl
+from .fast_generate import generate_with
 from .policy import generate, load_policy, set_threads
 from .rewards import compute, get_reward
 
@@ -25,7 +26,7 @@ def evaluate(policy_dir: str, test_path: str, cfg: EvaluateConfig, out_dir: str,
     rows = read_rows(test_path)
     model, tokenizer = load_policy(policy_dir, trust_remote_code=trust_remote_code)
     sources, refs = [r["source"] for r in rows], [r["target"] for r in rows]
-    hyps = [h[0] for h in generate(model, tokenizer, sources, mode=cfg.decode, beam_size=cfg.beam_size,
+    hyps = [h[0] for h in generate_with(cfg.backend)(model, tokenizer, sources, mode=cfg.decode, beam_size=cfg.beam_size,
                                    batch_sentences=cfg.batch_sentences, progress="evaluate")]
     fn = get_reward(reward, reward_model_path, allow_code_reward)
     rewards = compute(fn, sources, hyps, refs)

@@ -13,7 +13,8 @@ import time
 from .config import SampleConfig
 from .data import read_rows
 from .io import read_jsonl, sha256_path, write_json, write_jsonl
-from .policy import fingerprint, generate, load_policy, set_threads
+from .fast_generate import generate_with
+from .policy import fingerprint, load_policy, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def grow(policy_dir: str, sources_path: str, cfg: SampleConfig, out_dir: str, gr
             reused += 1
             continue
         part = rows[c * CHUNK_SOURCES:(c + 1) * CHUNK_SOURCES]
-        outs = generate(model, tokenizer, [r["source"] for r in part], mode="sample", num_return=cfg.num_samples,
+        outs = generate_with(cfg.backend)(model, tokenizer, [r["source"] for r in part], mode="sample", num_return=cfg.num_samples,
                         temperature=cfg.temperature, top_k=cfg.top_k, batch_sentences=cfg.batch_sentences,
                         max_length_ratio=cfg.max_length_ratio,
                         seed=cfg.seed * 1009 + grow_step * 101 + shard_index + c * 7919)
