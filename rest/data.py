@@ -163,6 +163,18 @@ def _stable_fraction(key: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def split_counts(rows: list[dict], cfg: DataConfig) -> tuple[int, int]:
+    """How many rows ``prepare`` would split off train as (valid, test) when those files are not given."""
+    n_valid = n_test = 0
+    for row in rows:
+        u = _stable_fraction(row["id"], cfg.seed)
+        if not cfg.test and u < cfg.test_fraction:
+            n_test += 1
+        elif not cfg.valid and u > 1 - cfg.valid_fraction:
+            n_valid += 1
+    return n_valid, n_test
+
+
 @dataclass
 class PreparedData:
     train: str

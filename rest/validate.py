@@ -76,6 +76,9 @@ def check_policy(path: str, trust_remote_code: bool = False, what: str = "policy
     """A model directory: weights (safetensors), a readable config.json, a tokenizer, no unasked code."""
     from .policy import PolicyError, check_policy_dir
 
+    if what == "initial policy" and not os.path.isdir(path):
+        raise PolicyError(f"{what}: {path}: policy directory not found; set bootstrap.policy to a "
+                          "save_pretrained() directory, or to '' to train the BC policy from scratch")
     try:
         check_policy_dir(path)
     except PolicyError as e:
@@ -98,7 +101,7 @@ def check_policy(path: str, trust_remote_code: bool = False, what: str = "policy
 
 def check_data_files(data, s3_settings=None) -> None:
     """Load every given split with the row checks of ``rest.data`` plus a same-language check."""
-    from .data import check_languages, load_pairs
+    from .data import DataError, check_languages, load_pairs, split_counts
 
     for name in ("train", "valid", "test"):
         uri = getattr(data, name)
@@ -113,6 +116,12 @@ def check_data_files(data, s3_settings=None) -> None:
         else:
             rows = load_pairs(uri, data)
         check_languages(rows, uri, data)
+        if name == "train" and not (data.valid and data.test):
+            n_valid, n_test = split_counts(rows, data)
+            if (not data.valid and n_valid == 0) or (not data.test and n_test == 0):
+                raise DataError(f"{uri}: too few rows ({len(rows)}) to split off "
+                                f"{'valid' if not data.valid and n_valid == 0 else 'test'} rows by "
+                                "data.valid_fraction/data.test_fraction; give data.valid and data.test files")
 
 
 # -- services -------------------------------------------------------------------------------------

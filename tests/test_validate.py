@@ -178,9 +178,12 @@ CASES = [
     ("valid file missing", setattr_("valid", "/nonexistent/valid.tsv"), r"^/nonexistent/valid\.tsv: file not found$"),
     ("unsupported URI scheme", setattr_("test", "gs://bucket/test.tsv"),
      r"gs://bucket/test\.tsv: unsupported URI scheme; use a local path or s3://"),
+    ("too few rows to split off valid/test", many(setattr_("valid", ""), setattr_("test", "")),
+     r"train\.tsv: too few rows \(12\) to split off (valid|test) rows by data\.valid_fraction/data\.test_fraction; "
+     r"give data\.valid and data\.test files"),
     # -- the policy directory -------------------------------------------------------------
     ("policy missing", setattr_("policy", "/nonexistent/policy"),
-     r"initial policy: /nonexistent/policy: policy directory not found"),
+     r"initial policy: /nonexistent/policy: policy directory not found; set bootstrap\.policy .* or to '' to train"),
     ("policy without weights", policy_files("config.json", "tokenizer.json"),
      r"initial policy: .*p2: no \*\.safetensors weights$"),
     ("policy with only .bin weights", policy_files("config.json", "pytorch_model.bin", "tokenizer.json"),
