@@ -43,7 +43,8 @@ def grow(policy_dir: str, sources_path: str, cfg: SampleConfig, out_dir: str, gr
     chunk_dir = os.path.join(out_dir, "chunks")
     os.makedirs(chunk_dir, exist_ok=True)
     key = fingerprint([policy_id, sha256_path(sources_path), cfg.num_samples, cfg.temperature, cfg.top_k,
-                       cfg.max_length_ratio, cfg.seed, cfg.include_references, grow_step, shard_index, num_shards])
+                       cfg.max_length_ratio, cfg.seed, cfg.include_references, grow_step, shard_index, num_shards,
+                       getattr(cfg, "backend", "hf")])  # another engine samples other candidates
     n_chunks = (len(rows) + CHUNK_SOURCES - 1) // CHUNK_SOURCES
     reused = 0
     for c in range(n_chunks):

@@ -33,13 +33,19 @@ CHILD = textwrap.dedent("""
     if args.get("chunk_sources"):
         rest.sample.CHUNK_SOURCES = args["chunk_sources"]
     if args.get("die_on_generate"):  # SIGKILL ourselves when sampling chunk number N starts
-        _gen, calls = rest.sample.generate, []
-        def dying_generate(*a, **kw):
-            calls.append(1)
-            if len(calls) == args["die_on_generate"]:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return _gen(*a, **kw)
-        rest.sample.generate = dying_generate
+        calls = []
+        def dying(fn):
+            def wrapped(*a, **kw):
+                calls.append(1)
+                if len(calls) == args["die_on_generate"]:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return fn(*a, **kw)
+            return wrapped
+        if hasattr(rest.sample, "generate_with"):  # the backend switch (hf | ctranslate2)
+            _gw = rest.sample.generate_with
+            rest.sample.generate_with = lambda backend: dying(_gw(backend))
+        else:
+            rest.sample.generate = dying(rest.sample.generate)
     from rest.config import FinetuneConfig, SampleConfig
     if args["call"] == "improve":
         from rest.finetune import improve
