@@ -123,8 +123,13 @@ def compile_pipeline(cfg: RunConfig, path: str, cluster=None) -> str:
     return path
 
 
-def run_local(cfg: RunConfig, output_dir: str) -> dict:
-    """Run the whole pipeline through kfp.local (subprocesses); write summary.json into ``output_dir``."""
+def run_local(cfg: RunConfig, output_dir: str, tracking: bool = True) -> dict:
+    """Run the whole pipeline through kfp.local (subprocesses); write summary.json into ``output_dir``.
+
+    Tracking goes to ``MLFLOW_TRACKING_URI`` when set, else to an embedded MLflow store
+    (``output_dir/mlflow.db``, no server needed); artifacts go to MinIO when
+    ``REST_S3_ENDPOINT`` is set. The steps inherit this process's environment.
+    """
     import shutil
 
     from kfp import local
@@ -136,7 +141,13 @@ def run_local(cfg: RunConfig, output_dir: str) -> dict:
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
     output_dir = os.path.abspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
-    os.environ.setdefault("REST_PIPELINE_RUN", f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.environ["REST_PIPELINE_RUN"] = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    if tracking and not os.environ.get("MLFLOW_TRACKING_URI"):
+        from rest.tracking import embedded_uri
+
+        os.environ["MLFLOW_TRACKING_URI"] = embedded_uri(output_dir)
+    elif not tracking:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=os.path.join(output_dir, "pipeline_root"),
                raise_on_error=True)
     t0 = time.time()
@@ -144,7 +155,7 @@ def run_local(cfg: RunConfig, output_dir: str) -> dict:
     result = pipeline(train=cfg.data.train, valid=cfg.data.valid, test=cfg.data.test,
                       initial_policy=cfg.bootstrap.policy)
     summary_dir = result.output.path
-    for name in ("summary.json", "summary.md"):
+    for name in ("summary.json", "summary.md", "curves.png"):
         shutil.copy(os.path.join(summary_dir, name), os.path.join(output_dir, name))
     with open(os.path.join(output_dir, "summary.json"), encoding="utf-8") as f:
         summary = json.load(f)
@@ -195,6 +206,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("run-local", help="run the whole pipeline on this machine through kfp.local")
     p.add_argument("--config", help="YAML config (sections as in `python -m rest config`)")
     p.add_argument("--output-dir", default="runs/latest", help="where summary.json and all artifacts go")
+    p.add_argument("--no-tracking", action="store_true",
+                   help="log nothing to MLflow (default: MLFLOW_TRACKING_URI, else OUTPUT_DIR/mlflow.db)")
     _add_data_flags(p)
     add_config_arguments(p)
 
@@ -226,7 +239,7 @@ def main(argv=None) -> int:
             return dispatch(args, compile_for_cluster)
         cfg = resolve_config(args)
         if args.command == "run-local":
-            run_local(cfg, args.output_dir)
+            run_local(cfg, args.output_dir, tracking=not args.no_tracking)
         elif args.command == "compile":
             compile_pipeline(cfg, args.output, _cluster_config(args.cluster_config))
             print(f"wrote {args.output}")

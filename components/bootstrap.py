@@ -21,4 +21,4 @@ def bootstrap_op(config: dict, reward: str, initial_policy: str, data: Input[Dat
         policy.metadata.update({"trained": info["trained"], "kind": "bc"})
         bc = info.get("bc_training", {})
         s.metric(bc_steps=bc.get("steps", 0), bc_best_valid_reward=bc.get("best_valid_reward", 0.0))
-        s.publish(policy.path, "policy", policy)
+        s.publish(policy.path, "policy", policy, dataset=False)

@@ -23,8 +23,9 @@ def finetune_op(config: dict, reward: str, grow_step: int, improve_step: int, po
                                   "best_valid_reward": info["best_valid_reward"], "g": grow_step, "i": improve_step})
         s.metric(optimizer_steps=info["optimizer_steps"], best_valid_reward=info["best_valid_reward"],
                  tokens_per_s=info["tokens_per_s"])
-        s.params["losses"] = info["losses"]
-        s.publish(improved.path, "policy", improved)
+        s.curve("train_loss", [(r["step"], r["loss"]) for r in info["losses"]])
+        s.curve("valid_reward", [(r["step"], r["valid_reward"]) for r in info["history"]])
+        s.publish(improved.path, "policy", improved, dataset=False)
 
 
 @dsl.component(**COMPONENT)
@@ -45,4 +46,6 @@ def control_op(config: dict, reward: str, bc_policy: Input[Model], last_policy: 
                            cfg, total, control.path, reward=reward, checkpoint_dir=control.path + ".ckpt")
         control.metadata.update({"optimizer_steps": info["optimizer_steps"], "control": True})
         s.metric(optimizer_steps=info["optimizer_steps"], best_valid_reward=info["best_valid_reward"])
-        s.publish(control.path, "control", control)
+        s.curve("train_loss", [(r["step"], r["loss"]) for r in info["losses"]])
+        s.curve("valid_reward", [(r["step"], r["valid_reward"]) for r in info["history"]])
+        s.publish(control.path, "control", control, dataset=False)

@@ -23,6 +23,7 @@ def sample_op(config: dict, grow_step: int, shard_index: int, num_shards: int, p
                      shard_index=shard_index, num_shards=num_shards)
         grown.metadata.update({k: stats[k] for k in ("rows", "sources", "policy_id", "grow", "shard")})
         s.metric(candidates_per_s=stats["candidates_per_s"], grown_rows=stats["rows"])
+        s.publish(grown.path, f"grown-shard-{shard_index}" if num_shards > 1 else "grown", grown)
 
 
 @dsl.component(**COMPONENT)

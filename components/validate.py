@@ -9,5 +9,6 @@ def validate_op(config: dict, train: str, valid: str, test: str, initial_policy:
     from rest.runtime import step
     from rest.validate import validate_run
 
-    with step("validate"):
+    with step("validate") as s:
         validate_run(config, train=train, valid=valid, test=test, initial_policy=initial_policy)
+        s.run_config = config  # the resolved config, logged once on the pipeline's parent run

@@ -45,7 +45,7 @@ def test_filter_tasks_only_see_thresholds_up_to_their_step(tmp_path):
 def test_tiny_rest_run_through_kfp_local(tmp_path, tiny_data, tiny_policy):
     out = tmp_path / "run"
     rc = pipeline.main([
-        "run-local", "--output-dir", str(out), "--train", tiny_data["train"], "--valid", tiny_data["valid"],
+        "run-local", "--no-tracking", "--output-dir", str(out), "--train", tiny_data["train"], "--valid", tiny_data["valid"],
         "--test", tiny_data["test"], "--source-column", "de", "--target-column", "en", "--policy", tiny_policy,
         "--data.grow_sources", "12", "--sample.num_samples", "2", "--sample.max_length_ratio", "0.5",
         "--filter.thresholds", "0.05,0.1", "--finetune.epochs", "1"])
