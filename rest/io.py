@@ -23,7 +23,9 @@ def atomic_path(path: str):
     """
     parent = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    _clean_stale(parent, os.path.basename(path))
+    # The writer's pid in the name lets a later writer tell a dead one's leftovers from a live write.
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp", dir=parent)
     target = os.path.join(tmp, "out")
     try:
         yield target
@@ -37,6 +39,42 @@ def atomic_path(path: str):
             os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own earlier incarnation (a container restarted with the same pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale(parent: str, base: str) -> None:
+    """Remove temporaries that a killed writer of ``parent/base`` left behind.
+
+    Left in place they would be published and digested with the directory they sit in.
+    A directory moved aside just before a kill is moved back if nothing replaced it.
+    """
+    prefix = f".{base}."
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in sorted(names):
+        if not name.startswith(prefix) or not name.endswith((".tmp", ".tmp.old")):
+            continue
+        pid = name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        full = os.path.join(parent, name)
+        if name.endswith(".old") and not os.path.exists(os.path.join(parent, base)):
+            os.rename(full, os.path.join(parent, base))
+        else:
+            shutil.rmtree(full, ignore_errors=True)
 
 
 def write_jsonl(path: str, rows: Iterable[dict[str, Any]]) -> int:

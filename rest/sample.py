@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 
 from .config import SampleConfig
@@ -64,9 +65,8 @@ def grow(policy_dir: str, sources_path: str, cfg: SampleConfig, out_dir: str, gr
                  (done - reused * CHUNK_SOURCES) * cfg.num_samples / max(1e-9, elapsed))
     chunks = [os.path.join(chunk_dir, f"chunk-{c:05d}-{key}.jsonl") for c in range(n_chunks)]
     n = write_jsonl(os.path.join(out_dir, "data.jsonl"), (r for p in chunks for r in read_jsonl(p)))
-    for name in os.listdir(chunk_dir):  # only finished output stays: chunks were for resuming
-        os.remove(os.path.join(chunk_dir, name))
-    os.rmdir(chunk_dir)
+    # Only finished output stays: chunks (and any temporaries of a killed write) were for resuming.
+    shutil.rmtree(chunk_dir)
     wall = time.time() - t0
     stats = {"rows": n, "sources": len(rows), "samples_per_source": cfg.num_samples, "policy_id": policy_id,
              "grow": grow_step, "shard": shard_index, "num_shards": num_shards, "wall_s": wall,

@@ -286,3 +286,37 @@ def test_per_source_filter_refuses_interleaved_sources(tmp_path):
         filter_scored(scored, cfg, 1, str(tmp_path / "out"))
     assert not os.path.exists(tmp_path / "out" / "data.jsonl")
     assert filter_scored(scored, FilterConfig(thresholds=[0.5]), 1, str(tmp_path / "out"))["kept"] == 6
+
+
+def test_leftovers_of_a_killed_writer_are_cleaned_up(tmp_path):
+    """A writer SIGKILLed mid-file leaves a temporary; the next write of that path removes it,
+    so the directory's digest (what gets published) equals that of a clean run."""
+    out = tmp_path / "scored"
+    code = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {ROOT!r})
+        from rest.io import write_jsonl
+        def rows():
+            yield {{"k": 1}}
+            os.kill(os.getpid(), signal.SIGKILL)
+        write_jsonl({str(out / "data.jsonl")!r}, rows())
+    """)
+    assert subprocess.run([sys.executable, "-c", code]).returncode == -signal.SIGKILL
+    assert _no_temps(out), "expected the killed writer's temporary"
+    write_jsonl(str(out / "data.jsonl"), _rows(3, "good"))
+    clean = tmp_path / "clean"
+    write_jsonl(str(clean / "data.jsonl"), _rows(3, "good"))
+    assert _no_temps(out) == [] and sha256_path(str(out)) == sha256_path(str(clean))
+
+
+def test_directory_moved_aside_before_a_kill_is_restored(tmp_path):
+    out = tmp_path / "policy"
+    out.mkdir()
+    (out / "w").write_text("v1")
+    before = sha256_path(str(out))
+    # The state between the two renames of a directory replace, left by a dead writer (pid 999999).
+    os.rename(out, tmp_path / ".policy.999999.abcd.tmp.old")
+    with pytest.raises(Boom):
+        with atomic_path(str(out)):
+            raise Boom("this write fails too")
+    assert sha256_path(str(out)) == before and _no_temps(tmp_path) == []
