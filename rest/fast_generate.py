@@ -12,9 +12,11 @@ Models CTranslate2 cannot convert fall back to the reference path with a warning
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections import OrderedDict
@@ -27,7 +29,8 @@ from .policy import decoder_start_id, generate as hf_generate, length_buckets, t
 log = logging.getLogger(__name__)
 
 BACKENDS = ("hf", "ctranslate2")
-_CACHE: "OrderedDict[str, object]" = OrderedDict()  # weights fingerprint -> ctranslate2.Translator
+_CACHE: "OrderedDict[str, str]" = OrderedDict()  # weights fingerprint -> converted model directory
+_TRANSLATORS: dict = {}  # (directory, threads) -> the reusable unseeded translator
 _CACHE_SIZE = 2
 _UNSUPPORTED: set[str] = set()  # config classes that failed to convert (warned once)
 
@@ -77,11 +80,9 @@ def _spec(model, tokenizer):
     return spec
 
 
-def translator_for(model, tokenizer, threads: int = 0):
-    """A cached ``ctranslate2.Translator`` for the model's current weights."""
-    import ctranslate2
-
-    key = f"{weights_fingerprint(model)}-{threads}"
+def converted_dir(model, tokenizer) -> str:
+    """A directory holding the CTranslate2 conversion of the model's current weights (cached)."""
+    key = weights_fingerprint(model)
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
@@ -89,15 +90,42 @@ def translator_for(model, tokenizer, threads: int = 0):
     spec = _spec(model, tokenizer)
     spec.validate()
     spec.optimize(quantization=None)  # float32: same numbers as the torch model
-    with tempfile.TemporaryDirectory(prefix="rest-ct2-") as tmp:
-        spec.save(tmp)
-        n = threads or torch.get_num_threads() or os.cpu_count() or 1
-        translator = ctranslate2.Translator(tmp, device="cpu", inter_threads=1, intra_threads=n)
-    _CACHE[key] = translator
+    path = tempfile.mkdtemp(prefix="rest-ct2-")
+    spec.save(path)
+    _CACHE[key] = path
     while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+        shutil.rmtree(_CACHE.popitem(last=False)[1], ignore_errors=True)
     log.info("ctranslate2: converted the policy in %.1f s", time.time() - t0)
-    return translator
+    return path
+
+
+def translator_for(model, tokenizer, threads: int = 0, seed: int | None = None):
+    """A ``ctranslate2.Translator`` for the model's current weights.
+
+    CTranslate2 seeds a translator's sampling from the global seed when its worker thread
+    starts, so a seeded translator is a fresh one (creating it takes milliseconds); an
+    unseeded one (greedy, beam) is reused.
+    """
+    import ctranslate2
+
+    path = converted_dir(model, tokenizer)
+    n = threads or torch.get_num_threads() or os.cpu_count() or 1
+    if seed is not None:
+        ctranslate2.set_random_seed(seed)
+        return ctranslate2.Translator(path, device="cpu", inter_threads=1, intra_threads=n)
+    key = (path, n)
+    if key not in _TRANSLATORS:
+        _TRANSLATORS.clear()
+        _TRANSLATORS[key] = ctranslate2.Translator(path, device="cpu", inter_threads=1, intra_threads=n)
+    return _TRANSLATORS[key]
+
+
+@atexit.register
+def _cleanup() -> None:
+    _TRANSLATORS.clear()
+    for path in _CACHE.values():
+        shutil.rmtree(path, ignore_errors=True)
+    _CACHE.clear()
 
 
 def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", num_return: int = 1,
@@ -106,9 +134,9 @@ def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", 
     """``rest.policy.generate`` run by CTranslate2 (same arguments, same output shape and order).
 
     Sampling draws from the full distribution at ``temperature`` (``top_k`` > 0 restricts it),
-    seeded per length bucket from ``seed`` and the bucket's first index. The random streams
-    differ from torch's, so samples differ from the HF path's sample by sample but follow the
-    same distribution.
+    seeded per length bucket from ``seed`` and the bucket's first index (so the same
+    call gives the same samples). The random streams differ from torch's, so samples differ
+    from the HF path's sample by sample but follow the same distribution.
     """
     if not sources:
         return []
@@ -118,15 +146,14 @@ def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", 
                            top_k=top_k, beam_size=beam_size, batch_sentences=batch_sentences,
                            max_length_ratio=max_length_ratio, seed=seed, progress=progress)
     try:
-        translator = translator_for(model, tokenizer)
+        converted_dir(model, tokenizer)
+        translator = translator_for(model, tokenizer) if mode != "sample" else None
     except (NotImplementedError, ValueError, KeyError, AttributeError) as e:
         _UNSUPPORTED.add(name)
         log.warning("ctranslate2 cannot run %s (%s); using Hugging Face generate()", name, e)
         return generate(model, tokenizer, sources, mode=mode, num_return=num_return, temperature=temperature,
                         top_k=top_k, beam_size=beam_size, batch_sentences=batch_sentences,
                         max_length_ratio=max_length_ratio, seed=seed, progress=progress)
-    import ctranslate2
-
     ids = tokenizer(list(sources), add_special_tokens=True)["input_ids"]
     lengths = [len(x) for x in ids]
     tokens = [tokenizer.convert_ids_to_tokens(x) for x in ids]
@@ -140,9 +167,11 @@ def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", 
     start, done, last_log = time.time(), 0, time.time()
     for batch in length_buckets(lengths, per_batch):
         max_new = min(int(max(lengths[i] for i in batch) * max_length_ratio) + 10, max_positions - 2)
-        kwargs = dict(max_decoding_length=max_new, max_batch_size=0, return_scores=False)
+        # min_decoding_length=0: like HF, an immediate </s> (an empty output) is allowed.
+        kwargs = dict(max_decoding_length=max_new, min_decoding_length=0, max_input_length=0, max_batch_size=0,
+                      return_scores=False)
         if mode == "sample":
-            ctranslate2.set_random_seed(seed * 1_000_003 + batch[0])
+            translator = translator_for(model, tokenizer, seed=seed * 1_000_003 + batch[0])
             kwargs.update(beam_size=1, sampling_topk=top_k or 0, sampling_temperature=temperature,
                           num_hypotheses=num_return)
         elif mode == "beam":

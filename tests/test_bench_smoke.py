@@ -1,0 +1,102 @@
+"""The ctranslate2 generation backend against the reference path, and the bench scripts at tiny scale."""
+import os
+import sys
+
+import pytest
+
+from rest.config import ConfigError, EvaluateConfig, SampleConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+ct2 = pytest.importorskip("ctranslate2")
+
+SOURCES = ["Was ist Access2Base?", "Die bereitgestellten Makros enthalten:", "Klicken Sie auf OK.",
+           "Wählen Sie Format - Zeichen.", "Ein Beispiel", "Öffnet einen Dialog, in dem Sie die Tabelle auswählen."]
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_policy):
+    from rest.policy import load_policy
+
+    return load_policy(tiny_policy)
+
+
+def test_backend_setting_is_checked():
+    assert SampleConfig().backend == "hf" and EvaluateConfig().backend == "hf"
+    with pytest.raises(ConfigError, match="sample.backend"):
+        SampleConfig(backend="vllm")
+    with pytest.raises(ConfigError, match="evaluate.backend"):
+        EvaluateConfig(backend="onnx")
+
+
+def test_ctranslate2_greedy_matches_hf(policy):
+    """Same weights, same decoding rule: greedy outputs agree (the conversion is exact in float32)."""
+    from rest import fast_generate
+    from rest.policy import generate
+
+    model, tok = policy
+    hf = generate(model, tok, SOURCES, mode="greedy", max_length_ratio=1.0)
+    fast = fast_generate.generate(model, tok, SOURCES, mode="greedy", max_length_ratio=1.0)
+    assert fast == hf
+
+
+def test_ctranslate2_sampling_shape_order_and_seed(policy):
+    from rest import fast_generate
+
+    model, tok = policy
+    kw = dict(mode="sample", num_return=3, temperature=0.8, max_length_ratio=0.5)
+    a = fast_generate.generate(model, tok, SOURCES, seed=1, **kw)
+    assert len(a) == len(SOURCES) and all(len(c) == 3 for c in a)
+    assert fast_generate.generate(model, tok, SOURCES, seed=1, **kw) == a
+    # Order is the input order: one source alone gets the same kind of output as in the batch.
+    assert fast_generate.generate(model, tok, [], seed=1, **kw) == []
+
+
+def test_converted_model_is_reused_until_weights_change(policy):
+    import torch
+
+    from rest import fast_generate
+
+    model, tok = policy
+    t1 = fast_generate.translator_for(model, tok)
+    assert fast_generate.translator_for(model, tok) is t1
+    with torch.no_grad():
+        p = next(model.parameters())
+        p.add_(0.0)  # unchanged weights: same translator
+        assert fast_generate.translator_for(model, tok) is t1
+        p.add_(1e-3)
+    try:
+        assert fast_generate.translator_for(model, tok) is not t1
+    finally:
+        with torch.no_grad():
+            p.sub_(1e-3)
+
+
+def test_generate_with_names_backends():
+    from rest.fast_generate import generate_with
+    from rest.policy import generate
+
+    assert generate_with("hf") is generate
+    with pytest.raises(ValueError, match="hf, ctranslate2"):
+        generate_with("tensorrt")
+
+
+def test_sampling_bench_tiny(tiny_policy, capsys):
+    import sampling
+
+    r = sampling.main(["--policy", tiny_policy, "--sources", "4", "--num-samples", "2", "--rounds", "1",
+                       "--max-length-ratio", "0.5"])
+    assert set(r["paths"]) == {"baseline", "hf", "ctranslate2"}
+    assert r["speedup_hf_vs_baseline"] > 0 and r["speedup_ctranslate2_vs_hf"] > 0
+    assert "candidates/s" in capsys.readouterr().out
+
+
+def test_finetune_bench_tiny(tiny_policy):
+    import finetune
+
+    r = finetune.main(["--policy", tiny_policy, "--rows", "40", "--steps", "1", "--rounds", "1",
+                       "--batch-tokens", "400"])
+    b, n = r["paths"]["bucketed"], r["paths"]["naive"]
+    assert b["real_token_share_of_padded"] > n["real_token_share_of_padded"]
+    assert r["speedup_bucketed_vs_naive"] > 0
