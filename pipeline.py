@@ -36,7 +36,7 @@ def build_pipeline(cfg: RunConfig, cluster=None):
     from kfp import dsl
 
     from components import (bootstrap_op, control_op, evaluate_op, filter_op, finetune_op, merge_op, prepare_op,
-                            sample_op, score_op, summarize_op, validate_op)
+                            register_op, sample_op, score_op, summarize_op, validate_op)
 
     full = cfg.to_dict()
     section = {name: full[name] for name in full}
@@ -110,6 +110,9 @@ def build_pipeline(cfg: RunConfig, cluster=None):
             report = settle(evaluate(ctrl, data, "control (references only)", 0, 0, report, is_control=True),
                             "evaluate", "control/evaluate").outputs["report"]
         summary = settle(summarize_op(config=full, report=report), "summarize", "summarize")
+        if cfg.loop.register:
+            settle(register_op(model_name=cfg.loop.model_name, metric=reward if reward in ("chrf", "bleu") else "chrf",
+                               policy=policy, data=data), "register", "register").after(summary)
         return summary.outputs["summary"]
 
     return rest_pipeline

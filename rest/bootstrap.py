@@ -24,20 +24,37 @@ from .train import TrainSpec, train_nll
 log = logging.getLogger(__name__)
 
 
-def resolve_policy(uri: str, workdir: str | None = None) -> str:
-    """A local directory for a policy given as a path or s3:// prefix."""
+def resolve_policy(uri: str, workdir: str | None = None, tracking_uri: str | None = None) -> str:
+    """A local directory for a policy given as a path, an s3:// prefix or ``models:/NAME@alias``.
+
+    ``models:/`` URIs (e.g. ``models:/rest-de-en@champion``, what a scheduled run starts
+    from) are downloaded from the MLflow registry at ``tracking_uri``.
+    """
+    workdir = workdir or tempfile.mkdtemp(prefix="rest-policy-")
     if uri.startswith("s3://"):
         from . import storage
 
-        return storage.fetch_dir_to_local(uri, workdir or tempfile.mkdtemp(prefix="rest-policy-"))
+        return storage.fetch_dir_to_local(uri, workdir)
+    if uri.startswith("models:/"):
+        import mlflow.artifacts
+
+        if not tracking_uri:
+            raise ValueError(f"{uri}: a registry model needs MLFLOW_TRACKING_URI (the MLflow server holding it)")
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=workdir, tracking_uri=tracking_uri)
+        # The pyfunc model keeps the save_pretrained directory among its artifacts.
+        for root, _, files in os.walk(local):
+            if "config.json" in files and any(f.endswith(".safetensors") for f in files):
+                return root
+        raise ValueError(f"{uri}: the registered model holds no seq2seq policy directory")
     return uri
 
 
 def bootstrap(cfg: BootstrapConfig, train_path: str, valid_path: str, out_dir: str,
-              reward: str = "chrf", checkpoint_dir: str | None = None, threads: int = 0) -> dict:
+              reward: str = "chrf", checkpoint_dir: str | None = None, threads: int = 0,
+              tracking_uri: str | None = None) -> dict:
     """Write the starting policy to ``out_dir``; returns its info (lineage, training record)."""
     if cfg.policy:
-        src = resolve_policy(cfg.policy)
+        src = resolve_policy(cfg.policy, tracking_uri=tracking_uri)
         check_policy_dir(src)
         copy_tree(src, out_dir)
         info = policy_info(out_dir)

@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     p.add_argument("--config")
     p.add_argument("--out", required=True, help="directory to write the policy to")
     p.add_argument("--work-dir", default=None, help="prepared data and resumable checkpoints (default: OUT.work)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0 = all cores; 1 keeps a busy machine from stalling the run)")
     add_config_arguments(p, sections=("data", "bootstrap"))
 
     p = sub.add_parser("validate", help="check config, data files, policy, reward, MinIO and MLflow before a run",
@@ -60,7 +62,8 @@ def main(argv=None) -> int:
         work = args.work_dir or args.out.rstrip("/") + ".work"
         data = prepare(cfg.data, os.path.join(work, "data"))
         info = bootstrap(replace(cfg.bootstrap, policy=""), data.train, data.valid, args.out,
-                         reward=cfg.score.reward, checkpoint_dir=os.path.join(work, "checkpoint"))
+                         reward=cfg.score.reward, checkpoint_dir=os.path.join(work, "checkpoint"),
+                         threads=args.threads)
         print(json.dumps({k: v for k, v in info.items() if k != "bootstrap_config"}, indent=2, default=str))
         return 0
     return 1

@@ -284,6 +284,9 @@ class LoopConfig:
         "Also train the references-only control: BC continued on the references of the same "
         "sources for as many optimizer steps as all Improve steps took."))
     model_name: str = field(default="rest-de-en", metadata=_help("Registered model name in MLflow."))
+    register: bool = field(default=True, metadata=_help(
+        "Register the final policy in the MLflow registry and move the `champion` alias to it only when it "
+        "is significantly better than the current champion on the test split (else alias `challenger`)."))
 
     def __post_init__(self):
         _check(self.grow_steps >= 1, "loop.grow_steps", f"is {self.grow_steps}; run at least 1 Grow step")

@@ -10,7 +10,8 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 import pipeline
 from rest.config import load_config
 
-FIXED_TASKS = {"validate", "prepare", "bootstrap", "evaluate-bc", "control/finetune", "control/evaluate", "summarize"}
+FIXED_TASKS = {"validate", "prepare", "bootstrap", "evaluate-bc", "control/finetune", "control/evaluate", "summarize",
+               "register"}
 
 
 def compiled_spec(tmp_path, overrides):
