@@ -75,12 +75,17 @@ def timed_run(cmd: list[str], log_path: str) -> dict:
         f.write(text)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}); log: {log_path}\n{text[-3000:]}")
-    steps = {m["label"]: float(m["s"]) for m in DONE.finditer(text)}
-    work = sum(steps.values())
+    return {**summarize_log(text, wall), "log": log_path}
+
+
+def summarize_log(text: str, wall: float) -> dict:
+    """Steps' own work (their ``done in`` lines; a label may repeat, e.g. two evaluates) vs wall time."""
+    steps = [(m["label"], float(m["s"])) for m in DONE.finditer(text)]
+    work = sum(s for _, s in steps)
     return {"wall_s": round(wall, 2), "steps": len(steps), "steps_work_s": round(work, 2),
             "outside_steps_s": round(wall - work, 2), "overhead_share": round(1 - work / wall, 3),
-            "step_times": {k: round(v, 2) for k, v in steps.items()},
-            "cache_hits": sorted(set(m["task"] for m in HIT.finditer(text))), "log": log_path}
+            "step_times": [[k, round(v, 2)] for k, v in steps],
+            "cache_hits": sorted(set(m["task"] for m in HIT.finditer(text)))}
 
 
 def cached_main(argv: list[str]) -> int:
@@ -142,7 +147,7 @@ def main(argv=None) -> dict:
     if "cache" in result:
         c = result["cache"]
         print(f"cached re-run after changing only the last threshold: {c['last_threshold_changed']['wall_s']} s vs "
-              f"{c['first_run']['wall_s']} s; executed steps: {sorted(c['last_threshold_changed']['step_times'])}; "
+              f"{c['first_run']['wall_s']} s; executed steps: {[k for k, _ in c['last_threshold_changed']['step_times']]}; "
               f"cache hits: {c['last_threshold_changed']['cache_hits']}")
     return result
 
