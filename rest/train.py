@@ -116,7 +116,11 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
              "best_step": 0, "bad_checks": 0, "history": [], "losses": [], "tokens": 0, "elapsed": 0.0}
     resume_rng = None
     if ckpt_path and os.path.exists(ckpt_path):
-        saved = torch.load(ckpt_path, weights_only=False)
+        try:
+            saved = torch.load(ckpt_path, weights_only=False)
+        except Exception as e:  # unreadable (another torch version, a damaged disk): start afresh
+            log.warning("%s: ignoring unreadable checkpoint %s (%s)", spec.label, ckpt_path, e)
+            saved = {}
         if saved.get("fingerprint") == fingerprint:
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])

@@ -320,3 +320,24 @@ def test_directory_moved_aside_before_a_kill_is_restored(tmp_path):
         with atomic_path(str(out)):
             raise Boom("this write fails too")
     assert sha256_path(str(out)) == before and _no_temps(tmp_path) == []
+
+
+def test_unreadable_or_foreign_checkpoint_starts_afresh(tmp_path, tiny_policy, filtered_set, caplog):
+    import logging
+
+    from rest.config import FinetuneConfig
+    from rest.finetune import improve
+
+    cfg = FinetuneConfig(**{**FT_CFG, "batch_tokens": 2000})
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "train_state.pt").write_bytes(b"not a checkpoint")
+    caplog.set_level(logging.INFO)
+    info = improve(tiny_policy, filtered_set["filtered"], filtered_set["valid"], cfg, 1, str(tmp_path / "a"),
+                   checkpoint_dir=str(ckpt))
+    assert "ignoring unreadable checkpoint" in caplog.text and info["optimizer_steps"] > 0
+    # The checkpoint now belongs to this run; another run (other seed) must not resume from it.
+    caplog.clear()
+    improve(tiny_policy, filtered_set["filtered"], filtered_set["valid"], FinetuneConfig(**{**FT_CFG, "seed": 5,
+            "batch_tokens": 2000}), 1, str(tmp_path / "b"), checkpoint_dir=str(ckpt))
+    assert "ignoring checkpoint made for other inputs" in caplog.text and "resuming" not in caplog.text
