@@ -26,7 +26,8 @@ PIPELINE_TAG = "rest.pipeline_run"
 ROLE_TAG = "rest.role"
 PARENT_TAG = "mlflow.parentRunId"
 # Config keys whose values must never reach MLflow params (they are world-readable there).
-_SECRET_KEY = re.compile(r"secret|password|passwd|token|credential|access_key", re.I)
+# Whole words only: ``batch_tokens`` is a setting, ``aws_secret_access_key`` is not.
+_SECRET_KEY = re.compile(r"(^|_)(secret|password|passwd|token|credentials?|access_key|api_key)(_|$)", re.I)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import signal
 import socket
@@ -75,6 +76,8 @@ class S3Server:
     def start(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        # One access-log line per S3 request would bury test failures.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
         wait_http(f"{self.url}/moto-api/", timeout=20)
@@ -139,26 +142,25 @@ class S3Server:
 class _Shared:
     """One server per pytest process, however many test modules import the fixture.
 
-    A fixture imported into several test modules is a separate definition in each, so a
-    plain session fixture would start one server per module. Each definition takes a
-    reference here instead; the last one to finish stops the server.
+    A fixture imported into several test modules is a separate definition in each, and
+    pytest tears each down after its module, so a plain session fixture would start one
+    server per module. The fixtures get the server from here instead; it is stopped by
+    a cleanup registered on the pytest config, which runs when the session ends.
     """
 
     def __init__(self, start, stop):
-        self._start, self._stop, self.value, self.refs = start, stop, None, 0
+        self._start, self._stop, self.value = start, stop, None
 
-    @contextlib.contextmanager
-    def use(self, *args):
-        if self.refs == 0:
+    def get(self, config, *args):
+        if self.value is None:
             self.value = self._start(*args)
-        self.refs += 1
-        try:
-            yield self.value
-        finally:
-            self.refs -= 1
-            if self.refs == 0:
-                value, self.value = self.value, None
-                self._stop(value)
+            config.add_cleanup(self._cleanup)
+        return self.value
+
+    def _cleanup(self):
+        value, self.value = self.value, None
+        if value is not None:
+            self._stop(value)
 
 
 def _start_s3() -> S3Server:
@@ -176,11 +178,10 @@ _S3 = _Shared(_start_s3, lambda server: server.stop())
 
 
 @pytest.fixture(scope="session")
-def s3_server():
+def s3_server(pytestconfig):
     """A moto S3 server on a free loopback port (credential checks on demand: ``enforce_auth``)."""
     pytest.importorskip("moto.server")
-    with _S3.use() as server:
-        yield server
+    return _S3.get(pytestconfig)
 
 
 @dataclass
@@ -192,9 +193,10 @@ class MlflowServer:
     workdir: str
 
 
-def _start_mlflow(s3_server: S3Server, work: str) -> MlflowServer:
+def _start_mlflow(s3_server: S3Server, tmp_path_factory) -> MlflowServer:
     import boto3
 
+    work = str(tmp_path_factory.mktemp("mlflow_server"))
     s3 = boto3.client("s3", endpoint_url=s3_server.url, region_name="us-east-1",
                       aws_access_key_id=s3_server.access_key, aws_secret_access_key=s3_server.secret_key)
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
@@ -230,7 +232,7 @@ _MLFLOW = _Shared(_start_mlflow, lambda server: _stop(server.proc))
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(s3_server, tmp_path_factory):
+def mlflow_server(s3_server, tmp_path_factory, pytestconfig):
     """A real MLflow tracking server: sqlite backend, artifacts proxied to the S3 server.
 
     Clients talk only HTTP to the tracking server (``mlflow-artifacts:/`` URIs), so they
@@ -238,8 +240,7 @@ def mlflow_server(s3_server, tmp_path_factory):
     """
     if not _has_module("mlflow"):
         pytest.skip("mlflow is not installed")
-    with _MLFLOW.use(s3_server, str(tmp_path_factory.mktemp("mlflow_server"))) as server:
-        yield server
+    return _MLFLOW.get(pytestconfig, s3_server, tmp_path_factory)
 
 
 def _die_with_parent() -> None:

@@ -21,7 +21,8 @@ def _exercise(uri: str, tmp_path) -> dict:
     with tracking.step_run(uri, "rest-test", "pipe-1", "sample", tags={"g": 1}) as sample:
         params = tracking.log_config(sample, {"sample": {"temperature": 0.8, "num_samples": 4},
                                               "filter": {"thresholds": [0.5, 0.6]},
-                                              "storage": {"aws_secret_access_key": "hunter2"}})
+                                              "finetune": {"batch_tokens": 6000},
+                                              "storage": {"aws_secret_access_key": "hunter2", "api_token": "x"}})
         tracking.log_metrics(sample, {"reward_mean": 0.47, "n": 20, "label": "skip-me", "none": None}, step=1)
         tracking.log_dataset(sample, str(data), "s3://rest/runs/pipe-1/1/0/grown.jsonl",
                              "ab" * 32, "grown", context="training")
@@ -63,7 +64,8 @@ def _check(uri: str, ids: dict, tmp_path) -> None:
     assert run.info.status == "FINISHED" and run.data.tags["g"] == "1"
     assert run.data.params["sample.temperature"] == "0.8"
     assert run.data.params["filter.thresholds"] == "0.5,0.6"
-    assert not any("secret" in k for k in run.data.params) and "hunter2" not in json.dumps(run.data.params)
+    assert not any("secret" in k or "api_token" in k for k in run.data.params)
+    assert "hunter2" not in json.dumps(run.data.params) and run.data.params["finetune.batch_tokens"] == "6000"
     assert run.data.metrics == {"reward_mean": 0.47, "n": 20.0}
     inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"grown", "test"}
