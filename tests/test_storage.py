@@ -202,3 +202,42 @@ def test_load_pairs_from_s3(s3_server, tmp_path, monkeypatch):
     assert path == str(tmp_path / "f" / "pairs.tsv") and sha256_file(path) == res["sha256"]
     with pytest.raises(StorageError, match="no such object"):
         storage.fetch_to_local("s3://datasets/runs/none.tsv", str(tmp_path / "f"))
+
+
+def test_retry_classification_without_server(monkeypatch):
+    """SlowDown and 5xx are retried with backoff up to the bound; other errors fail at once."""
+    from types import SimpleNamespace
+
+    from minio.error import S3Error, ServerError
+
+    sleeps = []
+    monkeypatch.setattr(storage.time, "sleep", sleeps.append)
+    store = ArtifactStore(S3Settings(endpoint="minio.test:9000", access_key="a", secret_key="topsecret",
+                                     bucket="bk", max_retries=3, backoff_seconds=1.0))
+
+    def s3_error(code, status):
+        return S3Error(SimpleNamespace(status=status), code, "msg", "/bk", "rid", "hid", "bk")
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise s3_error("SlowDown", 503)
+        if len(calls) == 2:
+            raise ServerError("server failed with HTTP status code 502", 502)
+        return "ok"
+
+    assert store._call("op", flaky) == "ok" and len(calls) == 3
+    assert len(sleeps) == 2 and 0.75 <= sleeps[0] <= 1.25 and 1.5 <= sleeps[1] <= 2.5  # exponential, jittered
+
+    sleeps.clear()
+    with pytest.raises(StorageError) as err:
+        store._call("upload x", lambda: (_ for _ in ()).throw(s3_error("InternalError", 500)))
+    assert len(sleeps) == 3 and "4 attempts" in str(err.value)
+    assert "http://minio.test:9000" in str(err.value) and "'bk'" in str(err.value)
+
+    sleeps.clear()
+    with pytest.raises(StorageError, match="NoSuchBucket") as err:
+        store._call("list", lambda: (_ for _ in ()).throw(s3_error("NoSuchBucket", 404)))
+    assert sleeps == [] and "topsecret" not in str(err.value)
