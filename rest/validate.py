@@ -18,9 +18,6 @@ import urllib.request
 
 from .config import RunConfig
 
-# Share of (sampled) rows whose source equals the target above which the data is taken to
-# be one language on both sides (a wrong column, or the same file twice).
-SAME_TEXT_SHARE = 0.5
 SERVICE_TIMEOUT_S = 5.0
 
 
