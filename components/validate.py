@@ -5,10 +5,13 @@ from ._image import COMPONENT
 
 @dsl.component(**COMPONENT)
 def validate_op(config: dict, train: str, valid: str, test: str, initial_policy: str):
-    """First task: check the whole config and the inputs before any compute starts."""
-    from rest.runtime import step
+    """First task: check the whole config, the inputs and the services before any compute starts."""
+    import os
+
+    from rest.runtime import s3_settings, step
     from rest.validate import validate_run
 
     with step("validate") as s:
-        validate_run(config, train=train, valid=valid, test=test, initial_policy=initial_policy)
+        validate_run(config, train=train, valid=valid, test=test, initial_policy=initial_policy,
+                     s3_settings=s3_settings(), tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None)
         s.run_config = config  # the resolved config, logged once on the pipeline's parent run

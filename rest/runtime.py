@@ -69,7 +69,7 @@ class Step:
         from .io import sha256_path
 
         entry = None
-        settings = _s3_settings()
+        settings = s3_settings()
         if settings is not None:
             from . import storage
 
@@ -89,7 +89,7 @@ class Step:
         (self.parent_files if to_parent else self.files).append(path)
 
 
-def _s3_settings():
+def s3_settings():
     if not os.environ.get("REST_S3_ENDPOINT") and not os.environ.get("MLFLOW_S3_ENDPOINT_URL"):
         return None
     from . import storage
