@@ -16,6 +16,8 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 import pipeline
 from rest.config import load_config
 
+AFTER_SUMMARY = {"register", "promote"}
+
 
 def _spec(tmp_path, name, overrides):
     path = str(tmp_path / f"{name}.yaml")
@@ -77,7 +79,9 @@ def test_changing_last_threshold_reruns_only_last_improve_step(tmp_path, G, thre
                 "grow-1/improve-%d/filter" % I, "grow-1/improve-%d/finetune" % I, "grow-1/improve-%d/evaluate" % I}
     expected |= {name for name in a if any(name.startswith(f"grow-{g}/") for g in range(2, G + 1))}
     rerun = _rerun_set(a, b)
-    assert rerun == expected
+    assert expected <= rerun
+    # Tasks after the summary (registering the result) consume the changed result by design.
+    assert rerun - expected <= AFTER_SUMMARY, f"unexpected re-runs: {sorted(rerun - expected)}"
     cached = set(a) - rerun
     assert {"prepare", "bootstrap", "evaluate-bc", "grow-1/sample", "grow-1/score"} <= cached
     assert {f"grow-1/improve-{i}/{s}" for i in range(1, I) for s in ("filter", "finetune", "evaluate")} <= cached
