@@ -69,6 +69,8 @@ def _parse(argv):
     ap.add_argument("--backend", choices=["hf", "ctranslate2"], help="generation backend for Grow and evaluation")
     ap.add_argument("--max-test", type=int, help="test sentences (0 = all)")
     ap.add_argument("--best-of", default=",".join(map(str, BEST_OF)), help="N values for best-of-N")
+    ap.add_argument("--best-of-sources", type=int, default=300,
+                    help="test sentences used for best-of-N (0 = all; N=64 samples each is the slowest stage)")
     ap.add_argument("--quick", action="store_true",
                     help="tiny smoke run: 40 Grow sources, 2 samples, 24 test sentences, 2 thresholds, "
                          "best-of up to 4, G=1 (numbers are meaningless, the wiring is tested)")
@@ -103,7 +105,7 @@ def _config(args):
     return load_config(args.config, o)
 
 
-def _evaluate(policy_dir, data, cfg, out_dir, row, best_of=None):
+def _evaluate(policy_dir, data, cfg, out_dir, row, best_of=None, best_of_sources=0):
     """Test metrics of a policy into ``row`` (and best-of-N rewards when asked)."""
     from rest.evaluate import best_of_n, evaluate
 
@@ -118,7 +120,10 @@ def _evaluate(policy_dir, data, cfg, out_dir, row, best_of=None):
         model, tok = load_policy(policy_dir)
         n = max(best_of)
         with Stage(row, "best_of_n"):
-            r = best_of_n(model, tok, read_rows(data.test), get_reward(cfg.score.reward), n,
+            test_rows = read_rows(data.test)
+            test_rows = test_rows[:best_of_sources] if best_of_sources else test_rows
+            row["best_of_n_sources"] = len(test_rows)
+            r = best_of_n(model, tok, test_rows, get_reward(cfg.score.reward), n,
                           cfg.evaluate.batch_sentences, seed=cfg.sample.seed)
         # best_of_n reports 1, 2, 4, .. n: keep the asked N (all powers of two here).
         row["best_of_n"] = {str(k): r["best_of_n_curve"][str(k)] for k in best_of if str(k) in r["best_of_n_curve"]}
@@ -148,7 +153,8 @@ def run(args) -> dict:
     rows: list[dict] = []
 
     bc = _evaluate(args.policy, data, cfg, os.path.join(work, "eval-bc"),
-                   {"policy": "BC", "g": 0, "i": 0, "path": args.policy, "valid_reward": None}, best_of)
+                   {"policy": "BC", "g": 0, "i": 0, "path": args.policy, "valid_reward": None}, best_of,
+                   args.best_of_sources)
     rows.append(bc)
 
     policy, total_steps, ft_cfg = args.policy, 0, cfg.finetune
@@ -186,7 +192,8 @@ def run(args) -> dict:
             total_steps += info["optimizer_steps"]
             policy = final = pdir
             rows.append(_evaluate(pdir, data, cfg, os.path.join(gdir, f"eval-{i}"), row,
-                                  best_of if (g == cfg.loop.grow_steps and i == cfg.filter.improve_steps) else None))
+                                  best_of if (g == cfg.loop.grow_steps and i == cfg.filter.improve_steps) else None,
+                                  args.best_of_sources))
 
     # The control: the references of the Grow sources, as many steps as all Improve steps.
     row = {"policy": "control (references only)", "g": 0, "i": 0, "control": True}
@@ -248,7 +255,8 @@ def markdown(result: dict) -> str:
     b = result["best_of_n"]
     if b["bc"]:
         ns = sorted(b["bc"], key=int)
-        lines += ["", f"## Best-of-N test reward ({result['reward']}, samples at T = 1.0)", "",
+        nsrc = result["rows"][0].get("best_of_n_sources", "all")
+        lines += ["", f"## Best-of-N test reward ({result['reward']}, samples at T = 1.0, {nsrc} test sentences)", "",
                   "| policy | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|" + "---|" * len(ns),
                   "| BC | " + " | ".join(f"{b['bc'][n]:.4f}" for n in ns) + " |"]
         if b["rest"]:
