@@ -100,3 +100,26 @@ def test_finetune_bench_tiny(tiny_policy):
     b, n = r["paths"]["bucketed"], r["paths"]["naive"]
     assert b["real_token_share_of_padded"] > n["real_token_share_of_padded"]
     assert r["speedup_bucketed_vs_naive"] > 0
+
+
+def test_quality_report_flags_hacking_and_best_of_n(tmp_path):
+    """bench/quality.py's tables and checks on synthetic rows (its full run is minutes to hours)."""
+    import quality
+
+    rows = [{"policy": "BC", "test_reward": 0.50, "test_bleu": 20.0, "test_chrf": 45.0, "path": "bc",
+             "best_of_n": {"1": 0.45, "4": 0.55, "16": 0.60, "64": 0.63}, "best_of_n_sources": 10},
+            {"policy": "ReST G=1 I=1", "test_reward": 0.53, "test_bleu": 19.2, "test_chrf": 46.0, "path": "p1",
+             "valid_reward": 0.55, "start_valid_reward": 0.50, "kept_fraction": 0.3, "optimizer_steps": 10,
+             "best_of_n": {"1": 0.52, "4": 0.60, "16": 0.64, "64": 0.66}},
+            {"policy": "control (references only)", "control": True, "test_reward": 0.51, "test_bleu": 20.3,
+             "test_chrf": 45.5, "path": "c", "valid_reward": 0.52, "start_valid_reward": 0.50}]
+    quality.flag_reward_hacking(rows)
+    assert rows[1]["reward_hacking"] and not rows[2]["reward_hacking"]
+    summary = quality.best_of_n_summary(rows, "p1")
+    assert summary["smallest_n_rest_reaches_bc_max"] == 16
+    result = {"policy": "bc", "reward": "chrf", "other_metric": "BLEU", "quick": False, "rows": rows,
+              "best_of_n": summary, "wall_s": 1.0, "data": {"test": {"rows": 10}, "grow": {"rows": 5}}}
+    md = quality.markdown(result)
+    assert "| ReST G=1 I=1 | 0.5300 | 19.20 |" in md and "**yes**" in md and "**16**" in md
+    quality.plot(result, str(tmp_path / "q.png"))
+    assert (tmp_path / "q.png").stat().st_size > 1000
