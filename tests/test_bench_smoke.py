@@ -82,6 +82,7 @@ def test_generate_with_names_backends():
         generate_with("tensorrt")
 
 
+@pytest.mark.slow  # minutes on a busy 2-core machine: an untrained policy samples to the length limit
 def test_sampling_bench_tiny(tiny_policy, capsys):
     import sampling
 
