@@ -126,12 +126,14 @@ def compile_pipeline(cfg: RunConfig, path: str, cluster=None) -> str:
     return path
 
 
-def run_local(cfg: RunConfig, output_dir: str, tracking: bool = True) -> dict:
+def run_local(cfg: RunConfig, output_dir: str, tracking: bool = True, cache_dir: str = "") -> dict:
     """Run the whole pipeline through kfp.local (subprocesses); write summary.json into ``output_dir``.
 
     Tracking goes to ``MLFLOW_TRACKING_URI`` when set, else to an embedded MLflow store
     (``output_dir/mlflow.db``, no server needed); artifacts go to MinIO when
-    ``REST_S3_ENDPOINT`` is set. The steps inherit this process's environment.
+    ``REST_S3_ENDPOINT`` is set. The steps inherit this process's environment. With
+    ``cache_dir``, KFP's task cache is on: a task whose inputs did not change since an
+    earlier run with the same cache directory is not run again.
     """
     import shutil
 
@@ -142,6 +144,7 @@ def run_local(cfg: RunConfig, output_dir: str, tracking: bool = True) -> dict:
 
     setup_logging()
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
+    warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
     output_dir = os.path.abspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     os.environ["REST_PIPELINE_RUN"] = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -151,8 +154,9 @@ def run_local(cfg: RunConfig, output_dir: str, tracking: bool = True) -> dict:
         os.environ["MLFLOW_TRACKING_URI"] = embedded_uri(output_dir)
     elif not tracking:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
+    caching = dict(enable_caching=True, cache_root=os.path.abspath(cache_dir)) if cache_dir else {}
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=os.path.join(output_dir, "pipeline_root"),
-               raise_on_error=True)
+               raise_on_error=True, **caching)
     t0 = time.time()
     pipeline = build_pipeline(cfg)
     result = pipeline(train=cfg.data.train, valid=cfg.data.valid, test=cfg.data.test,
@@ -209,6 +213,9 @@ def main(argv=None) -> int:
     p = sub.add_parser("run-local", help="run the whole pipeline on this machine through kfp.local")
     p.add_argument("--config", help="YAML config (sections as in `python -m rest config`)")
     p.add_argument("--output-dir", default="runs/latest", help="where summary.json and all artifacts go")
+    p.add_argument("--cache-dir", default="",
+                   help="turn on KFP's task cache, kept in this directory: a re-run skips every task whose "
+                        "inputs did not change (e.g. after changing only the last threshold)")
     p.add_argument("--no-tracking", action="store_true",
                    help="log nothing to MLflow (default: MLFLOW_TRACKING_URI, else OUTPUT_DIR/mlflow.db)")
     _add_data_flags(p)
@@ -242,7 +249,7 @@ def main(argv=None) -> int:
             return dispatch(args, compile_for_cluster)
         cfg = resolve_config(args)
         if args.command == "run-local":
-            run_local(cfg, args.output_dir, tracking=not args.no_tracking)
+            run_local(cfg, args.output_dir, tracking=not args.no_tracking, cache_dir=args.cache_dir)
         elif args.command == "compile":
             compile_pipeline(cfg, args.output, _cluster_config(args.cluster_config))
             print(f"wrote {args.output}")

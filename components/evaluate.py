@@ -32,4 +32,9 @@ def evaluate_op(config: dict, score_config: dict, label: str, grow_step: int, im
         append_row(previous_report.path if previous_report is not None else None, row, report.path)
         for k in ("test_bleu", "test_chrf", "test_reward"):
             metrics.log_metric(k, m[k])
+        # The Metrics artifact's own file too: kfp.local's cache treats a missing output file as a miss.
+        import json
+
+        with open(metrics.path, "w", encoding="utf-8") as f:
+            json.dump({k: m[k] for k in ("test_bleu", "test_chrf", "test_reward")}, f)
         s.metric(**{k: m[k] for k in ("test_bleu", "test_chrf", "test_reward")})

@@ -49,6 +49,17 @@ def resolve_policy(uri: str, workdir: str | None = None, tracking_uri: str | Non
     return uri
 
 
+# Settings that only decide when training stops: a run resumed with a larger or smaller
+# budget continues the same trajectory, so they stay out of the checkpoint's fingerprint.
+_STOPPING_FIELDS = ("max_minutes", "max_epochs", "patience", "eval_every", "policy", "trust_remote_code")
+
+
+def training_fingerprint(cfg: BootstrapConfig, train_path: str, valid_path: str) -> str:
+    """What a resumable bootstrap checkpoint must match: model, optimisation and data."""
+    fields = {k: v for k, v in asdict(cfg).items() if k not in _STOPPING_FIELDS}
+    return fingerprint([fields, sha256_path(train_path), sha256_path(valid_path)])
+
+
 def bootstrap(cfg: BootstrapConfig, train_path: str, valid_path: str, out_dir: str,
               reward: str = "chrf", checkpoint_dir: str | None = None, threads: int = 0,
               tracking_uri: str | None = None) -> dict:
@@ -73,7 +84,7 @@ def bootstrap(cfg: BootstrapConfig, train_path: str, valid_path: str, out_dir: s
                      max_minutes=cfg.max_minutes, seed=cfg.seed, label="bootstrap")
     result = train_nll(model, tokenizer, train_rows, valid_rows, spec, get_reward(reward),
                        checkpoint_dir=checkpoint_dir,
-                       fingerprint=fingerprint([asdict(cfg), sha256_path(train_path), sha256_path(valid_path)]))
+                       fingerprint=training_fingerprint(cfg, train_path, valid_path))
     info = {"kind": "bc", "optimizer_steps_since_bc": 0, "parameters": n_params,
             "bootstrap_config": asdict(cfg), "train_sha256": sha256_path(train_path),
             "bc_training": {"steps": result.steps, "epochs": result.epochs, "stopped": result.stopped,
