@@ -132,7 +132,7 @@ class SampleConfig:
         "Split the sources into this many shards; the pipeline samples them in parallel tasks."))
     threads: int = field(default=0, metadata=_help("torch CPU threads (0 = all cores)."))
     seed: int = field(default=13, metadata=_help("Seed; with the Grow index, fixes every sample."))
-    backend: str = field(default="hf", metadata=_help(
+    backend: str = field(default="ctranslate2", metadata=_help(
         "Generation engine: hf (Hugging Face generate(), the reference) or ctranslate2 (the same weights "
         "converted in memory and run by CTranslate2: several times faster on CPU, same sample quality; "
         "models it cannot convert fall back to hf). See BENCHMARKS.md."))
