@@ -111,7 +111,7 @@ def translator_for(model, tokenizer, threads: int = 0, seed: int | None = None):
     path = converted_dir(model, tokenizer)
     n = threads or torch.get_num_threads() or os.cpu_count() or 1
     if seed is not None:
-        ctranslate2.set_random_seed(seed)
+        ctranslate2.set_random_seed(seed % 2**32)  # its seed is an unsigned 32-bit integer
         return ctranslate2.Translator(path, device="cpu", inter_threads=1, intra_threads=n)
     key = (path, n)
     if key not in _TRANSLATORS:

@@ -124,3 +124,18 @@ def test_quality_report_flags_hacking_and_best_of_n(tmp_path):
     assert "| ReST G=1 I=1 | 0.5300 | 19.20 |" in md and "**yes**" in md and "**16**" in md
     quality.plot(result, str(tmp_path / "q.png"))
     assert (tmp_path / "q.png").stat().st_size > 1000
+
+
+def test_ctranslate2_sampling_accepts_large_seeds(tiny_policy):
+    """Grow derives seeds far above 2**32 (seed × primes + offsets); the backend must take them."""
+    from rest import fast_generate
+    from rest.policy import load_policy
+
+    if not fast_generate.available():
+        import pytest
+
+        pytest.skip("ctranslate2 not installed")
+    model, tok = load_policy(tiny_policy)
+    out = fast_generate.generate(model, tok, ["Hallo Welt"], mode="sample", num_return=2, temperature=0.8,
+                                 max_length_ratio=0.5, seed=13 * 1009 * 1_000_003 + 7919)
+    assert len(out) == 1 and len(out[0]) == 2
