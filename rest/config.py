@@ -189,7 +189,8 @@ class FilterConfig:
         "Per-source percentiles (0-100), one per Improve step, used when mode=percentile."))
     guard: str = field(default="raise", metadata=_help(
         "When the first threshold is not above the grown set's mean reward (paper's rule): "
-        "raise = lift it just above the mean, error = stop with an error, off = keep it."))
+        "raise = lift the whole schedule so that τ_1 sits just above the mean (later steps keep their "
+        "spacing), error = stop with an error, off = keep it."))
     max_per_source: int = field(default=0, metadata=_help(
         "Keep at most this many best candidates per source (0 = no cap; ReST-EM uses 10)."))
     keep_references: bool = field(default=True, metadata=_help(

@@ -26,7 +26,12 @@ class FilterError(ValueError):
 
 
 def effective_threshold(cfg: FilterConfig, step: int, mean_reward: float) -> float:
-    """τ for Improve step ``step`` (1-based) after the guard against τ_1 <= mean reward."""
+    """τ for Improve step ``step`` (1-based) after the guard against τ_1 <= mean reward.
+
+    ``guard=raise`` lifts the whole schedule by the same amount, so that τ_1 sits just above
+    the mean and the later thresholds still rise by the steps the user chose (clipping each
+    at the reward's maximum, 1.0, where only perfect candidates and the references pass).
+    """
     tau = cfg.thresholds[step - 1]
     first = cfg.thresholds[0]
     if first <= mean_reward:
@@ -34,7 +39,7 @@ def effective_threshold(cfg: FilterConfig, step: int, mean_reward: float) -> flo
             raise FilterError(f"filter.thresholds[0]={first} is not above the grown set's mean reward "
                               f"{mean_reward:.4f}; raise it above the mean or set filter.guard=raise")
         if cfg.guard == "raise":
-            tau = max(tau, mean_reward + GUARD_MARGIN)
+            tau = min(1.0, tau + (mean_reward + GUARD_MARGIN - first))
     return tau
 
 

@@ -39,6 +39,9 @@ def test_guard_raises_threshold_above_mean_or_errors(tmp_path):
     d, mean = grown_dir(tmp_path, {"a": [0.1, 0.5, 0.9]})
     stats = filter_scored(d, FilterConfig(thresholds=[0.1, 0.2], guard="raise"), 1, str(tmp_path / "f"))
     assert stats["threshold_used"] > mean
+    second = filter_scored(d, FilterConfig(thresholds=[0.1, 0.2], guard="raise"), 2, str(tmp_path / "f2"))
+    # The schedule is lifted as a whole: still rising by the chosen step.
+    assert second["threshold_used"] == pytest.approx(stats["threshold_used"] + 0.1)
     with pytest.raises(FilterError, match="not above the grown set's mean reward"):
         filter_scored(d, FilterConfig(thresholds=[0.1, 0.2], guard="error"), 1, str(tmp_path / "g"))
 
