@@ -105,7 +105,8 @@ def build_pipeline(cfg: RunConfig, cluster=None):
                 report = settle(evaluate(policy, data, f"rest g{g} i{i}", g, i, report, filtered), "evaluate",
                                 f"{name}/evaluate").outputs["report"]
         if cfg.loop.control:
-            ctrl = settle(control_op(config=section["finetune"], reward=reward, bc_policy=bc, last_policy=policy,
+            ctrl = settle(control_op(config=section["finetune"], reward=reward, improve_steps=G * I, bc_policy=bc,
+                                     last_policy=policy,
                                      data=data), "control", "control/finetune").outputs["control"]
             report = settle(evaluate(ctrl, data, "control (references only)", 0, 0, report, is_control=True),
                             "evaluate", "control/evaluate").outputs["report"]

@@ -25,7 +25,10 @@ def evaluate_op(config: dict, score_config: dict, label: str, grow_step: int, im
                      reward=score_cfg.reward, reward_model_path=score_cfg.reward_model_path,
                      allow_code_reward=score_cfg.allow_code_reward)
         info = policy_info(policy.path)
-        wall = info.get("wall_s", info.get("bc_training", {}).get("wall_s", 0.0))
+        if grow_step == 0 and not is_control:  # the BC policy: its training time only if trained in this run
+            wall = info.get("bc_training", {}).get("wall_s", 0.0) if policy.metadata.get("trained") else 0.0
+        else:
+            wall = info.get("wall_s", 0.0)
         fstats = read_json(os.path.join(filtered.path, "stats.json")) if filtered is not None else None
         row = make_row(label, grow_step, improve_step, m, policy.path, info, fstats, wall, control=is_control)
         row["model_uri"] = policy.uri

@@ -29,7 +29,7 @@ def finetune_op(config: dict, reward: str, grow_step: int, improve_step: int, po
 
 
 @dsl.component(**COMPONENT)
-def control_op(config: dict, reward: str, bc_policy: Input[Model], last_policy: Input[Model],
+def control_op(config: dict, reward: str, improve_steps: int, bc_policy: Input[Model], last_policy: Input[Model],
                data: Input[Dataset], control: Output[Model]):
     """References-only control: BC continued on the Grow sources' references for as many steps as ReST took."""
     import os
@@ -43,7 +43,8 @@ def control_op(config: dict, reward: str, bc_policy: Input[Model], last_policy: 
     total = int(policy_info(last_policy.path).get("optimizer_steps_since_bc", 0))
     with step("control") as s:
         info = run_control(bc_policy.path, os.path.join(data.path, "grow.jsonl"), os.path.join(data.path, "valid.jsonl"),
-                           cfg, total, control.path, reward=reward, checkpoint_dir=control.path + ".ckpt")
+                           cfg, total, control.path, reward=reward, checkpoint_dir=control.path + ".ckpt",
+                           rest_checks=improve_steps * cfg.epochs)
         control.metadata.update({"optimizer_steps": info["optimizer_steps"], "control": True})
         s.metric(optimizer_steps=info["optimizer_steps"], best_valid_reward=info["best_valid_reward"])
         s.curve("train_loss", [(r["step"], r["loss"]) for r in info["losses"]])

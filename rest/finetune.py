@@ -63,15 +63,19 @@ def improve(policy_dir: str, filtered_dir: str, valid_path: str, cfg: FinetuneCo
 
 def control(bc_dir: str, references_path: str, valid_path: str, cfg: FinetuneConfig, total_steps: int,
             out_dir: str, reward: str = "chrf", checkpoint_dir: str | None = None,
-            trust_remote_code: bool = False) -> dict:
+            trust_remote_code: bool = False, rest_checks: int = 0) -> dict:
     """The references-only control: BC continued on the human references for ``total_steps`` steps.
 
     Same optimizer, batch size, first-step learning rate and best-checkpoint rule as the
-    Improve steps: a ReST gain that this control also gets is just more training.
+    Improve steps: a ReST gain that this control also gets is just more training. The
+    control gets as many validation checks as ReST had (``rest_checks``, spread evenly):
+    picking the best of many noisy checks would favour it.
     """
     rows = read_rows(references_path)
+    eval_every = cfg.eval_every or (max(1, total_steps // rest_checks) if rest_checks else
+                                    _epoch_steps_hint(rows, cfg))
     spec = TrainSpec(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps, batch_tokens=cfg.batch_tokens,
-                     max_steps=max(1, total_steps), eval_every=cfg.eval_every or _epoch_steps_hint(rows, cfg),
+                     max_steps=max(1, total_steps), eval_every=eval_every,
                      checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, label="control")
     return _train_and_save(bc_dir, rows, sha256_file(references_path), valid_path, spec, cfg, out_dir, reward, checkpoint_dir, None,
                            {"kind": "control", "target_steps": total_steps}, trust_remote_code)
