@@ -82,7 +82,7 @@ def doctor(namespace: str, secrets: list[str], services: list[str], api_client=N
         except Exception as e:
             if _status(e) == 404:
                 msg = (f"missing in {namespace}; `{APPLY_HINT}` creates it with placeholder values "
-                       f"(replace them, see README.md, "Deploy on Kubeflow"), or `kubectl create secret generic {name} "
+                       f"(replace them, see the README section Deploy on Kubeflow), or `kubectl create secret generic {name} "
                        f"-n {namespace} --from-literal=access-key=... --from-literal=secret-key=...`")
             else:
                 msg = _problem(e)
