@@ -7,7 +7,8 @@ import pytest
 from rest.config import ConfigError, EvaluateConfig, SampleConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "bench"))
+# Appended, not prepended: bench/pipeline.py must not shadow the top-level pipeline.py for other tests.
+sys.path.append(os.path.join(ROOT, "bench"))
 
 ct2 = pytest.importorskip("ctranslate2")
 
@@ -23,7 +24,7 @@ def policy(tiny_policy):
 
 
 def test_backend_setting_is_checked():
-    assert SampleConfig().backend == "hf" and EvaluateConfig().backend == "hf"
+    assert SampleConfig().backend == "ctranslate2" and EvaluateConfig().backend == "hf"
     with pytest.raises(ConfigError, match="sample.backend"):
         SampleConfig(backend="vllm")
     with pytest.raises(ConfigError, match="evaluate.backend"):
