@@ -39,7 +39,7 @@ def build_pipeline(cfg: RunConfig, cluster=None):
                             register_op, sample_op, score_op, summarize_op, validate_op)
 
     full = cfg.to_dict()
-    section = {name: full[name] for name in full}
+    section = full  # the run config is one dict per step, keyed by step name
     G, I, shards = cfg.loop.grow_steps, cfg.filter.improve_steps, cfg.sample.num_shards
     reward = cfg.score.reward
 
