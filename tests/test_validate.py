@@ -285,7 +285,9 @@ def test_cli_validate(tmp_path, capsys, monkeypatch):
     common = ["validate", "--data.train", case.train, "--data.valid", case.valid, "--data.test", case.test,
               "--bootstrap.policy", case.policy]
     assert main(common) == 0
-    assert capsys.readouterr().out.startswith("ok: config, reward, policy, data (G=1, I=3)")
+    # lstrip: after an in-process kfp.local run in the same session (tests/test_pipeline*.py),
+    # kfp.local can leave print() indenting its output.
+    assert capsys.readouterr().out.lstrip().startswith("ok: config, reward, policy, data (G=1, I=3)")
     assert main(common + ["--filter.thresholds", "0.8,0.7"]) == 2
     assert "error: filter.thresholds: must rise" in capsys.readouterr().err
     bad = case.write("bad.tsv", HEADER + ROW + ROW)
