@@ -75,6 +75,9 @@ def _parse(argv):
                     help="tiny smoke run: 40 Grow sources, 2 samples, 24 test sentences, 2 thresholds, "
                          "best-of up to 4, G=1 (numbers are meaningless, the wiring is tested)")
     ap.add_argument("--output-dir", default="runs/quality")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse the finished stages found in --output-dir (an interrupted run continues; "
+                         "reused rows keep the CPU seconds recorded when they ran, if any)")
     return ap.parse_args(argv)
 
 
@@ -105,32 +108,60 @@ def _config(args):
     return load_config(args.config, o)
 
 
+REUSE = False  # set from --reuse
+
+
+def _stage(row: dict, name: str, record: str, fn):
+    """Run ``fn`` as stage ``name`` of ``row``, or with --reuse load its result from ``record``.
+
+    ``record`` (a JSON file) keeps the stage's result and CPU/wall seconds, so a re-run with
+    --reuse shows the figures measured when the stage ran.
+    """
+    from rest.io import read_json, write_json
+
+    if REUSE and os.path.exists(record):
+        saved = read_json(record)
+        row.update(saved.get("times", {}))
+        return saved["result"]
+    times: dict = {}
+    with Stage(times, name):
+        result = fn()
+    row.update(times)
+    write_json(record, {"result": result, "times": times})
+    return result
+
+
 def _evaluate(policy_dir, data, cfg, out_dir, row, best_of=None, best_of_sources=0):
     """Test metrics of a policy into ``row`` (and best-of-N rewards when asked)."""
     from rest.evaluate import best_of_n, evaluate
 
-    with Stage(row, "evaluate"):
-        m = evaluate(policy_dir, data.test, cfg.evaluate, out_dir, reward=cfg.score.reward)
+    m = _stage(row, "evaluate", os.path.join(out_dir, "bench-stage.json"),
+               lambda: evaluate(policy_dir, data.test, cfg.evaluate, out_dir, reward=cfg.score.reward))
     row.update(test_reward=m["test_reward"], test_bleu=m["test_bleu"], test_chrf=m["test_chrf"])
     if best_of:
         from rest.data import read_rows
         from rest.policy import load_policy
         from rest.rewards import get_reward
 
-        model, tok = load_policy(policy_dir)
         n = max(best_of)
-        with Stage(row, "best_of_n"):
-            test_rows = read_rows(data.test)
-            test_rows = test_rows[:best_of_sources] if best_of_sources else test_rows
-            row["best_of_n_sources"] = len(test_rows)
-            r = best_of_n(model, tok, test_rows, get_reward(cfg.score.reward), n,
-                          cfg.evaluate.batch_sentences, seed=cfg.sample.seed)
+        test_rows = read_rows(data.test)
+        test_rows = test_rows[:best_of_sources] if best_of_sources else test_rows
+        row["best_of_n_sources"] = len(test_rows)
+
+        def run_best_of():
+            model, tok = load_policy(policy_dir)
+            return best_of_n(model, tok, test_rows, get_reward(cfg.score.reward), n, cfg.evaluate.batch_sentences,
+                             seed=cfg.sample.seed, backend=cfg.evaluate.backend)
+
+        r = _stage(row, "best_of_n", os.path.join(out_dir, f"bench-best-of-{n}-{len(test_rows)}.json"), run_best_of)
         # best_of_n reports 1, 2, 4, .. n: keep the asked N (all powers of two here).
         row["best_of_n"] = {str(k): r["best_of_n_curve"][str(k)] for k in best_of if str(k) in r["best_of_n_curve"]}
     return row
 
 
 def run(args) -> dict:
+    global REUSE
+    REUSE = args.reuse
     from rest.data import prepare
     from rest.filter import filter_scored
     from rest.finetune import control, improve
@@ -162,10 +193,10 @@ def run(args) -> dict:
     for g in range(1, cfg.loop.grow_steps + 1):
         gdir = os.path.join(work, f"grow-{g}")
         grow_row: dict = {}
-        with Stage(grow_row, "sample"):
-            grow(policy, data.grow, cfg.sample, os.path.join(gdir, "sample"), g)
-        with Stage(grow_row, "score"):
-            ss = score(os.path.join(gdir, "sample"), cfg.score, os.path.join(gdir, "score"))
+        _stage(grow_row, "sample", os.path.join(gdir, "bench-sample.json"),
+               lambda: grow(policy, data.grow, cfg.sample, os.path.join(gdir, "sample"), g))
+        ss = _stage(grow_row, "score", os.path.join(gdir, "bench-score.json"),
+                    lambda: score(os.path.join(gdir, "sample"), cfg.score, os.path.join(gdir, "score")))
         grow_row["grown_mean_reward"] = ss["mean_reward"]
         if g == 1:
             # G=1 I=0: BC fine-tuned on everything grown, unfiltered (same settings as Improve step 1).
@@ -173,8 +204,9 @@ def run(args) -> dict:
             unfiltered = os.path.join(gdir, "unfiltered")
             os.makedirs(unfiltered, exist_ok=True)
             write_jsonl(os.path.join(unfiltered, "data.jsonl"), read_jsonl(os.path.join(gdir, "score", "data.jsonl")))
-            with Stage(row, "finetune"):
-                info = improve(args.policy, unfiltered, data.valid, ft_cfg, 1, os.path.join(gdir, "i0-policy"), reward)
+            info = _stage(row, "finetune", os.path.join(gdir, "bench-i0.json"),
+                          lambda: improve(args.policy, unfiltered, data.valid, ft_cfg, 1,
+                                          os.path.join(gdir, "i0-policy"), reward))
             row.update(path=os.path.join(gdir, "i0-policy"), optimizer_steps=info["optimizer_steps"],
                        valid_reward=info["best_valid_reward"], start_valid_reward=info["start_valid_reward"])
             rows.append(_evaluate(row["path"], data, cfg, os.path.join(gdir, "eval-i0"), row))
@@ -182,11 +214,11 @@ def run(args) -> dict:
             # The Grow stage's CPU seconds show on the first row of that Grow step.
             row = {"policy": f"ReST G={g} I={i}", "g": g, "i": i, **(grow_row if i == 1 and g > 1 else {})}
             fdir, pdir = os.path.join(gdir, f"filter-{i}"), os.path.join(gdir, f"policy-{i}")
-            with Stage(row, "filter"):
-                fs = filter_scored(os.path.join(gdir, "score"), cfg.filter, i, fdir)
+            fs = _stage(row, "filter", os.path.join(gdir, f"bench-filter-{i}.json"),
+                        lambda: filter_scored(os.path.join(gdir, "score"), cfg.filter, i, fdir))
             row.update(threshold=fs["threshold_used"], kept_fraction=fs["kept_fraction"])
-            with Stage(row, "finetune"):
-                info = improve(policy, fdir, data.valid, ft_cfg, i, pdir, reward)
+            info = _stage(row, "finetune", os.path.join(gdir, f"bench-improve-{i}.json"),
+                          lambda: improve(policy, fdir, data.valid, ft_cfg, i, pdir, reward))
             row.update(path=pdir, optimizer_steps=info["optimizer_steps"], valid_reward=info["best_valid_reward"],
                        start_valid_reward=info["start_valid_reward"])
             total_steps += info["optimizer_steps"]
@@ -195,10 +227,13 @@ def run(args) -> dict:
                                   best_of if (g == cfg.loop.grow_steps and i == cfg.filter.improve_steps) else None,
                                   args.best_of_sources))
 
-    # The control: the references of the Grow sources, as many steps as all Improve steps.
+    # The control: the references of the Grow sources, as many steps as all Improve steps, and
+    # as many validation checks as ReST had (the best of more noisy checks would favour it).
+    rest_checks = cfg.loop.grow_steps * cfg.filter.improve_steps * cfg.finetune.epochs
     row = {"policy": "control (references only)", "g": 0, "i": 0, "control": True}
-    with Stage(row, "finetune"):
-        info = control(args.policy, data.grow, data.valid, ft_cfg, total_steps, os.path.join(work, "control"), reward)
+    info = _stage(row, "finetune", os.path.join(work, f"bench-control-{total_steps}.json"),
+                  lambda: control(args.policy, data.grow, data.valid, ft_cfg, total_steps,
+                                  os.path.join(work, "control"), reward, rest_checks=rest_checks))
     row.update(path=os.path.join(work, "control"), optimizer_steps=info["optimizer_steps"],
                valid_reward=info["best_valid_reward"], start_valid_reward=info["start_valid_reward"])
     rows.append(_evaluate(row["path"], data, cfg, os.path.join(work, "eval-control"), row))

@@ -11,7 +11,7 @@ from .config import EvaluateConfig
 from .data import read_rows
 from .io import write_json, write_jsonl
 from .fast_generate import generate_with
-from .policy import generate, load_policy, set_threads
+from .policy import load_policy, set_threads
 from .rewards import compute, get_reward
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def evaluate(policy_dir: str, test_path: str, cfg: EvaluateConfig, out_dir: str,
         "reward": reward,
     }
     if cfg.best_of_n:
-        metrics.update(best_of_n(model, tokenizer, rows, fn, cfg.best_of_n, cfg.batch_sentences, seed))
+        metrics.update(best_of_n(model, tokenizer, rows, fn, cfg.best_of_n, cfg.batch_sentences, seed, cfg.backend))
     metrics["eval_wall_s"] = time.time() - t0
     write_jsonl(os.path.join(out_dir, "translations.jsonl"),
                 ({"id": r["id"], "source": s, "hypothesis": h, "reference": t, "reward": v}
@@ -49,11 +49,12 @@ def evaluate(policy_dir: str, test_path: str, cfg: EvaluateConfig, out_dir: str,
     return metrics
 
 
-def best_of_n(model, tokenizer, rows, reward_fn, n: int, batch_sentences: int = 64, seed: int = 0) -> dict:
+def best_of_n(model, tokenizer, rows, reward_fn, n: int, batch_sentences: int = 64, seed: int = 0,
+              backend: str = "hf") -> dict:
     """Mean over sources of the best reward among ``n`` samples (T = 1.0), and the curve for 1, 2, 4, .. n."""
     sources, refs = [r["source"] for r in rows], [r["target"] for r in rows]
-    outs = generate(model, tokenizer, sources, mode="sample", num_return=n, temperature=1.0,
-                    batch_sentences=batch_sentences, seed=seed, progress=f"best-of-{n}")
+    outs = generate_with(backend)(model, tokenizer, sources, mode="sample", num_return=n, temperature=1.0,
+                                  batch_sentences=batch_sentences, seed=seed, progress=f"best-of-{n}")
     flat = compute(reward_fn, [s for s in sources for _ in range(n)], [c for cs in outs for c in cs],
                    [t for t in refs for _ in range(n)])
     per_source = [flat[k * n:(k + 1) * n] for k in range(len(sources))]
