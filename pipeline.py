@@ -78,7 +78,9 @@ def build_pipeline(cfg: RunConfig, cluster=None):
         prep = settle(prepare_op(config=section["data"], train=train, valid=valid, test=test), "prepare", "prepare")
         prep.after(check)
         data = prep.outputs["data"]
-        boot = settle(bootstrap_op(config=section["bootstrap"], reward=reward, initial_policy=initial_policy,
+        # BC trains on the references: its checkpoints are picked by a reference-based metric.
+        bc_metric = reward if reward in ("chrf", "bleu") else cfg.score.true_metric
+        boot = settle(bootstrap_op(config=section["bootstrap"], reward=bc_metric, initial_policy=initial_policy,
                                    data=data), "bootstrap", "bootstrap")
         bc = boot.outputs["policy"]
         report = settle(evaluate(bc, data, "bc", 0, 0, None), "evaluate", "evaluate-bc").outputs["report"]
@@ -99,13 +101,16 @@ def build_pipeline(cfg: RunConfig, cluster=None):
                 name = f"grow-{g}/improve-{i}"
                 filtered = settle(filter_op(config=filter_config(i), grow_step=g, improve_step=i, scored=scored),
                                   "filter", f"{name}/filter").outputs["filtered"]
-                policy = settle(finetune_op(config=section["finetune"], reward=reward, grow_step=g, improve_step=i,
-                                            policy=policy, filtered=filtered, data=data), "finetune",
+                policy = settle(finetune_op(config=section["finetune"], score_config=section["score"],
+                                            on_reward_hacking=cfg.loop.on_reward_hacking,
+                                            hacking_tolerance=cfg.loop.hacking_tolerance, grow_step=g,
+                                            improve_step=i, policy=policy, filtered=filtered, data=data), "finetune",
                                 f"{name}/finetune").outputs["improved"]
                 report = settle(evaluate(policy, data, f"rest g{g} i{i}", g, i, report, filtered), "evaluate",
                                 f"{name}/evaluate").outputs["report"]
         if cfg.loop.control:
-            ctrl = settle(control_op(config=section["finetune"], reward=reward, improve_steps=G * I, bc_policy=bc,
+            ctrl = settle(control_op(config=section["finetune"], score_config=section["score"], improve_steps=G * I,
+                                     bc_policy=bc,
                                      last_policy=policy,
                                      data=data), "control", "control/finetune").outputs["control"]
             report = settle(evaluate(ctrl, data, "control (references only)", 0, 0, report, is_control=True),
@@ -180,6 +185,9 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--test", help="test pairs (empty: split from train)")
     g.add_argument("--source-column", help="source column name, e.g. de")
     g.add_argument("--target-column", help="target column name, e.g. en")
+    g.add_argument("--sources", help="source-only text for Grow (.txt one sentence per line, or TSV/JSONL); "
+                                     "needs --score.reward reward_model")
+    g.add_argument("--reward-model", help="learned reward model directory: sets score.reward=reward_model")
     g.add_argument("--policy", help="start from this seq2seq model directory (skips the bootstrap training)")
 
 
@@ -188,11 +196,13 @@ def resolve_config(args) -> RunConfig:
     overrides = overrides_from_args(args)
     short = {"train": "data.train", "valid": "data.valid", "test": "data.test",
              "source_column": "data.source_column", "target_column": "data.target_column",
-             "policy": "bootstrap.policy"}
+             "policy": "bootstrap.policy", "sources": "data.sources", "reward_model": "score.reward_model_path"}
     for attr, key in short.items():
         value = getattr(args, attr, None)
         if value is not None:
             overrides[key] = value
+    if getattr(args, "reward_model", None):
+        overrides.setdefault("score.reward", "reward_model")
     cfg = load_config(getattr(args, "config", None), overrides)
     # Own training data without an explicit --policy: the shipped policy was trained on other
     # data (and its tokenizer too), so train the BC policy on the user's data instead.

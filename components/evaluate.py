@@ -23,7 +23,7 @@ def evaluate_op(config: dict, score_config: dict, label: str, grow_step: int, im
     with step("evaluate", g=grow_step, i=improve_step) as s:
         m = evaluate(policy.path, os.path.join(data.path, "test.jsonl"), cfg, os.path.join(report.path, "eval"),
                      reward=score_cfg.reward, reward_model_path=score_cfg.reward_model_path,
-                     allow_code_reward=score_cfg.allow_code_reward)
+                     allow_code_reward=score_cfg.allow_code_reward, true_metric=score_cfg.true_metric)
         info = policy_info(policy.path)
         if grow_step == 0 and not is_control:  # the BC policy: its training time only if trained in this run
             wall = info.get("bc_training", {}).get("wall_s", 0.0) if policy.metadata.get("trained") else 0.0
@@ -32,9 +32,12 @@ def evaluate_op(config: dict, score_config: dict, label: str, grow_step: int, im
         fstats = read_json(os.path.join(filtered.path, "stats.json")) if filtered is not None else None
         row = make_row(label, grow_step, improve_step, m, policy.path, info, fstats, wall, control=is_control)
         row["model_uri"] = policy.uri
+        if row["hacking_in_validation"]:
+            s.metric(reward_hacking=1.0)
         append_row(previous_report.path if previous_report is not None else None, row, report.path)
-        for k in ("test_bleu", "test_chrf", "test_reward"):
-            metrics.log_metric(k, m[k])
+        for k in ("test_bleu", "test_chrf", "test_reward", "test_true"):
+            if k in m:
+                metrics.log_metric(k, m[k])
         # The Metrics artifact's own file too: kfp.local's cache treats a missing output file as a miss.
         import json
 

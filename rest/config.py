@@ -53,6 +53,12 @@ class DataConfig:
         "Share of train split off as validation when `valid` is empty."))
     test_fraction: float = field(default=0.05, metadata=_help(
         "Share of train split off as test when `test` is empty."))
+    sources: str = field(default="", metadata=_help(
+        "Source-only text (no references), local path or s3:// URI: a .txt file with one sentence per line, "
+        "or TSV/JSONL with the source column. Grow samples for these too; they need a reference-free reward "
+        "(score.reward=reward_model). Empty: none."))
+    max_sources: int = field(default=0, metadata=_help(
+        "Source-only sentences used per Grow step (0 = all of `sources`); chosen by seed."))
     max_valid: int = field(default=500, metadata=_help(
         "Validation sentences used for checkpoint selection (0 = all); keeps each check fast."))
     max_test: int = field(default=0, metadata=_help("Test sentences evaluated (0 = all)."))
@@ -70,7 +76,7 @@ class DataConfig:
         for name in ("valid_fraction", "test_fraction"):
             v = getattr(self, name)
             _check(0.0 < v < 0.5, f"{where}.{name}", f"is {v}; use a share between 0 and 0.5, e.g. 0.05")
-        for name in ("max_valid", "max_test", "grow_sources"):
+        for name in ("max_valid", "max_test", "grow_sources", "max_sources"):
             _check(getattr(self, name) >= 0, f"{where}.{name}", "must be >= 0 (0 means all)")
         _check(self.max_words >= 1, f"{where}.max_words", "must be >= 1")
 
@@ -162,6 +168,10 @@ class ScoreConfig:
         "Hugging Face sequence-classification model directory used when reward=reward_model."))
     allow_code_reward: bool = field(default=False, metadata=_help(
         "Allow reward='module:function': this imports and runs that code. Off by default."))
+    true_metric: str = field(default="chrf", metadata=_help(
+        "Reference-based metric (chrf or bleu) every validation and evaluation also reports beside the "
+        "training reward: when the reward rises while this falls, the step is flagged as reward hacking "
+        "(see loop.on_reward_hacking)."))
     batch_size: int = field(default=256, metadata=_help("Candidates scored per call."))
 
     def __post_init__(self):
@@ -173,6 +183,8 @@ class ScoreConfig:
         if ":" in self.reward:
             _check(self.allow_code_reward, f"{w}.reward",
                    f"{self.reward!r} is a dotted path: it runs code, so set score.allow_code_reward=true to allow it")
+        _check(self.true_metric in ("chrf", "bleu"), f"{w}.true_metric",
+               f"is {self.true_metric!r}; use chrf or bleu (a reference-based metric)")
         _check(self.batch_size >= 1, f"{w}.batch_size", "must be >= 1")
 
 
@@ -289,9 +301,59 @@ class LoopConfig:
         "Register the final policy in the MLflow registry and move the `champion` alias to it only when it "
         "is significantly better than the current champion on the test split (else alias `challenger`)."))
 
+    on_reward_hacking: str = field(default="warn", metadata=_help(
+        "When an Improve step raises the training reward on validation while the true metric "
+        "(score.true_metric) falls by more than hacking_tolerance: warn = flag it in the summary, MLflow and "
+        "the task's outputs; rollback = also keep the previous policy (the best by the true metric) and go on; "
+        "stop = fail the run at that step."))
+    hacking_tolerance: float = field(default=0.002, metadata=_help(
+        "Fall of the true metric on validation (in [0, 1] units, e.g. 0.002 = 0.2 chrF) that counts as falling; "
+        "smaller moves are noise."))
+
     def __post_init__(self):
         _check(self.grow_steps >= 1, "loop.grow_steps", f"is {self.grow_steps}; run at least 1 Grow step")
+        _check(self.on_reward_hacking in ("warn", "rollback", "stop"), "loop.on_reward_hacking",
+               f"is {self.on_reward_hacking!r}; use warn, rollback or stop")
+        _check(self.hacking_tolerance >= 0, "loop.hacking_tolerance", "must be >= 0")
         _check(bool(self.model_name.strip()), "loop.model_name", "is empty; name the model to register, e.g. rest-de-en")
+
+
+@dataclass
+class RewardModelConfig:
+    """A learned, reference-free reward: a cross-encoder trained to predict a reference-based metric."""
+
+    metric: str = field(default="chrf", metadata=_help(
+        "The reference-based metric the model learns to predict from (source, candidate): chrf or bleu."))
+    init: str = field(default="", metadata=_help(
+        "Hugging Face sequence-classification checkpoint to start from (local path or s3://). Empty: a small "
+        "cross-encoder from scratch, using the policy's tokenizer."))
+    d_model: int = field(default=128, metadata=_help("Hidden size of a from-scratch reward model."))
+    layers: int = field(default=2, metadata=_help("Transformer layers of a from-scratch reward model."))
+    heads: int = field(default=4, metadata=_help("Attention heads; must divide d_model."))
+    ffn_dim: int = field(default=512, metadata=_help("Feed-forward size of a from-scratch reward model."))
+    max_length: int = field(default=192, metadata=_help("Tokens of source + candidate kept per pair."))
+    learning_rate: float = field(default=1e-3, metadata=_help("Peak learning rate (linear warm-up, then decay)."))
+    epochs: int = field(default=4, metadata=_help("Passes over the training pairs."))
+    batch_size: int = field(default=64, metadata=_help("Pairs per optimizer step."))
+    valid_fraction: float = field(default=0.1, metadata=_help(
+        "Share of sources (all their candidates) held out to report Kendall τ / Spearman ρ and pick the best epoch."))
+    include_references: bool = field(default=True, metadata=_help(
+        "Train on the human references too (their metric is the maximum), so references pass the learned filter."))
+    max_pairs: int = field(default=0, metadata=_help("Use at most this many training pairs (0 = all)."))
+    threads: int = field(default=0, metadata=_help("torch CPU threads (0 = all cores)."))
+    seed: int = field(default=13, metadata=_help("Seed for the split, initialisation and batching."))
+
+    def __post_init__(self):
+        w = "reward_model"
+        _check(self.metric in ("chrf", "bleu"), f"{w}.metric", f"is {self.metric!r}; use chrf or bleu")
+        _check(self.d_model % self.heads == 0 if self.heads > 0 else False, f"{w}.heads",
+               f"must be > 0 and divide d_model ({self.d_model})")
+        _check(self.layers >= 1 and self.ffn_dim >= 1, f"{w}.layers", "layers and ffn_dim must be >= 1")
+        _check(self.max_length >= 8, f"{w}.max_length", "must be >= 8")
+        _check(self.learning_rate > 0, f"{w}.learning_rate", "must be > 0, e.g. 1e-3")
+        _check(self.epochs >= 1 and self.batch_size >= 1, f"{w}.epochs", "epochs and batch_size must be >= 1")
+        _check(0.0 < self.valid_fraction < 0.5, f"{w}.valid_fraction", "use a share between 0 and 0.5, e.g. 0.1")
+        _check(self.max_pairs >= 0 and self.threads >= 0, f"{w}.max_pairs", "max_pairs and threads must be >= 0")
 
 
 STEP_CONFIGS: dict[str, type] = {
@@ -302,6 +364,7 @@ STEP_CONFIGS: dict[str, type] = {
     "filter": FilterConfig,
     "finetune": FinetuneConfig,
     "evaluate": EvaluateConfig,
+    "reward_model": RewardModelConfig,
     "loop": LoopConfig,
 }
 
@@ -317,6 +380,7 @@ class RunConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -72,8 +72,11 @@ def _format_of(path: str) -> str:
     raise DataError(f"{path}: unknown format; name the file *.tsv or *.jsonl (optionally .gz)")
 
 
-def _raw_rows(path: str, cfg: DataConfig):
-    """Yield (line, id or None, source, target) with per-row structural checks."""
+def _raw_rows(path: str, cfg: DataConfig, require_target: bool = True):
+    """Yield (line, id or None, source, target) with per-row structural checks.
+
+    With ``require_target=False`` (source-only text) the target column may be absent.
+    """
     src_col, tgt_col, id_col = cfg.source_column, cfg.target_column, cfg.id_column
     if _format_of(path) == "tsv":
         lines = _lines(path)
@@ -81,11 +84,12 @@ def _raw_rows(path: str, cfg: DataConfig):
         if first is None:
             raise DataError(f"{path}: empty file; it needs a header row naming the columns, e.g. '{src_col}\\t{tgt_col}'")
         header = first[1].split("\t")
-        for col in (src_col, tgt_col):
+        for col in (src_col, tgt_col) if require_target else (src_col,):
             if col not in header:
                 raise DataError(f"{path}:1: header {header} has no column {col!r}; "
                                 f"set data.source_column/data.target_column to the header's names")
-        i_src, i_tgt = header.index(src_col), header.index(tgt_col)
+        i_src = header.index(src_col)
+        i_tgt = header.index(tgt_col) if tgt_col in header else None
         i_id = header.index(id_col) if id_col in header else None
         for lineno, line in lines:
             if not line.strip():
@@ -94,7 +98,8 @@ def _raw_rows(path: str, cfg: DataConfig):
             if len(parts) != len(header):
                 raise DataError(f"{path}:{lineno}: {len(parts)} tab-separated fields, the header has "
                                 f"{len(header)}; remove stray tabs or fill missing fields")
-            yield lineno, (parts[i_id] if i_id is not None else None), parts[i_src], parts[i_tgt]
+            yield lineno, (parts[i_id] if i_id is not None else None), parts[i_src], \
+                (parts[i_tgt] if i_tgt is not None else "")
     else:
         for lineno, line in _lines(path):
             if not line.strip():
@@ -105,14 +110,14 @@ def _raw_rows(path: str, cfg: DataConfig):
                 raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object per line")
-            for col in (src_col, tgt_col):
+            for col in (src_col, tgt_col) if require_target else (src_col,):
                 if col not in obj:
                     raise DataError(f"{path}:{lineno}: no key {col!r} (keys: {sorted(obj)}); "
                                     f"set data.source_column/data.target_column")
                 if not isinstance(obj[col], str):
                     raise DataError(f"{path}:{lineno}: {col!r} must be a string")
             rid = obj.get(id_col)
-            yield lineno, (str(rid) if rid is not None else None), obj[src_col], obj[tgt_col]
+            yield lineno, (str(rid) if rid is not None else None), obj[src_col], obj.get(tgt_col, "")
 
 
 def load_pairs(uri: str, cfg: DataConfig, require_target: bool = True) -> list[dict]:
@@ -145,6 +150,39 @@ def load_pairs(uri: str, cfg: DataConfig, require_target: bool = True) -> list[d
         rows.append({"id": rid, "source": src, "target": tgt})
     if not rows:
         raise DataError(f"{uri}: no data rows; the file holds only a header or blank lines")
+    return rows
+
+
+def load_sources(uri: str, cfg: DataConfig) -> list[dict]:
+    """Load source-only text (no references); rows are ``{"id", "source", "target": ""}``.
+
+    A ``.txt`` file holds one sentence per line; TSV/JSONL files need only the source
+    column. Empty lines are skipped; over-long rows and duplicated ids are errors.
+    """
+    path = resolve_uri(uri)
+    base = os.path.basename(uri)
+    rows, seen = [], {}
+    name = path[:-3] if path.endswith(".gz") else path
+    if name.endswith(".txt"):
+        raw = ((lineno, None, line) for lineno, line in _lines(path))
+    else:
+        # The same readers as parallel data, with the target column optional (and ignored).
+        raw = ((lineno, rid, src) for lineno, rid, src, _ in _raw_rows(path, cfg, require_target=False))
+    for lineno, rid, src in raw:
+        src = " ".join(src.split())
+        if not src:
+            continue
+        if len(src.split()) > cfg.max_words or len(src) > cfg.max_words * MAX_CHARS_PER_WORD:
+            raise DataError(f"{uri}:{lineno}: source has {len(src.split())} words / {len(src)} characters, over "
+                            f"data.max_words={cfg.max_words}; split it or raise the limit")
+        rid = rid if rid else f"{base}:{lineno}"
+        if rid in seen:
+            raise DataError(f"{uri}:{lineno}: id {rid!r} already used on line {seen[rid]}; ids must be unique")
+        seen[rid] = lineno
+        rows.append({"id": rid, "source": src, "target": ""})
+    if not rows:
+        raise DataError(f"{uri}: no source sentences; data.sources needs one sentence per line (.txt) "
+                        f"or a {cfg.source_column!r} column (TSV/JSONL)")
     return rows
 
 
@@ -214,6 +252,20 @@ def prepare(cfg: DataConfig, out_dir: str) -> PreparedData:
     valid = _subset(valid, cfg.max_valid, rng)
     test = _subset(test, cfg.max_test, rng)
     grow = _subset(train, cfg.grow_sources, rng)
+    if cfg.sources:
+        # Source-only text joins the Grow set with an empty target: it has no reference, so
+        # only a reference-free reward can score its samples (checked by the score step).
+        held_out = {r["source"] for r in valid} | {r["source"] for r in test}
+        loaded = load_sources(cfg.sources, cfg)
+        extra = [r for r in loaded if r["source"] not in held_out]
+        if len(extra) < len(loaded):  # sampling for test sources would leak them into training
+            log.info("data.sources: dropped %d sentences that are valid/test sources", len(loaded) - len(extra))
+        ids = {r["id"] for r in grow}
+        clash = next((r["id"] for r in extra if r["id"] in ids), None)
+        if clash is not None:
+            raise DataError(f"{cfg.sources}: id {clash!r} is also a training row's id; give the source-only "
+                            "rows their own ids")
+        grow = grow + _subset(extra, cfg.max_sources, random.Random(cfg.seed + 1))
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
     for name, rows in (("train", train), ("valid", valid), ("test", test), ("grow", grow)):
@@ -221,6 +273,7 @@ def prepare(cfg: DataConfig, out_dir: str) -> PreparedData:
         write_jsonl(paths[name], rows)
     stats = {name: {"rows": len(rows), "sha256": sha256_file(paths[name])}
              for name, rows in (("train", train), ("valid", valid), ("test", test), ("grow", grow))}
+    stats["grow"]["source_only_rows"] = sum(1 for r in grow if not r["target"])
     write_json(os.path.join(out_dir, "stats.json"), stats)
     log.info("data: %s", {k: v["rows"] for k, v in stats.items()})
     return PreparedData(**paths, stats=stats)

@@ -19,8 +19,12 @@ log = logging.getLogger(__name__)
 
 def evaluate(policy_dir: str, test_path: str, cfg: EvaluateConfig, out_dir: str, reward: str = "chrf",
              reward_model_path: str = "", allow_code_reward: bool = False, seed: int = 0,
-             trust_remote_code: bool = False, threads: int = 0) -> dict:
-    """Translate the test split; write translations and metrics into ``out_dir``; return metrics."""
+             trust_remote_code: bool = False, threads: int = 0, true_metric: str = "") -> dict:
+    """Translate the test split; write translations and metrics into ``out_dir``; return metrics.
+
+    With a ``true_metric`` other than the reward (a learned reward judged against the
+    references), its sentence mean is reported too, as ``test_true``.
+    """
     set_threads(threads)
     t0 = time.time()
     rows = read_rows(test_path)
@@ -37,6 +41,9 @@ def evaluate(policy_dir: str, test_path: str, cfg: EvaluateConfig, out_dir: str,
         "test_sentences": len(rows),
         "reward": reward,
     }
+    if true_metric and true_metric != reward:
+        true = compute(get_reward(true_metric), sources, hyps, refs)
+        metrics.update(test_true=sum(true) / len(true), true_metric=true_metric)
     if cfg.best_of_n:
         metrics.update(best_of_n(model, tokenizer, rows, fn, cfg.best_of_n, cfg.batch_sentences, seed, cfg.backend))
     metrics["eval_wall_s"] = time.time() - t0

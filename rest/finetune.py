@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 
 from .config import FinetuneConfig
 from .data import read_rows
@@ -21,8 +21,47 @@ from .train import TrainSpec, train_nll
 log = logging.getLogger(__name__)
 
 
+class RewardHackingError(ValueError):
+    """An Improve step raised the training reward while the true metric fell (loop.on_reward_hacking=stop)."""
+
+
+@dataclass
+class RewardSpec:
+    """The training reward, the reference-based true metric beside it, and what to do on reward hacking."""
+
+    reward: str = "chrf"
+    reward_model_path: str = ""
+    allow_code_reward: bool = False
+    true_metric: str = ""            # "" or equal to reward: no separate true metric, no guard
+    on_reward_hacking: str = "warn"  # warn | rollback | stop
+    hacking_tolerance: float = 0.002
+
+    @classmethod
+    def from_configs(cls, score_cfg, loop_cfg=None) -> "RewardSpec":
+        """From the run's ``score`` (and ``loop``) config sections."""
+        extra = {} if loop_cfg is None else {"on_reward_hacking": loop_cfg.on_reward_hacking,
+                                             "hacking_tolerance": loop_cfg.hacking_tolerance}
+        return cls(reward=score_cfg.reward, reward_model_path=score_cfg.reward_model_path,
+                   allow_code_reward=score_cfg.allow_code_reward, true_metric=score_cfg.true_metric, **extra)
+
+    def functions(self):
+        """(training reward function, true metric function or None)."""
+        fn = get_reward(self.reward, self.reward_model_path, self.allow_code_reward)
+        true = get_reward(self.true_metric) if self.true_metric and self.true_metric != self.reward else None
+        return fn, true
+
+
+def reward_hacking(info: dict, tolerance: float) -> bool:
+    """The step raised the training reward on validation while the true metric fell by more than ``tolerance``."""
+    if info.get("start_valid_true") is None or info.get("best_valid_true") is None:
+        return False
+    return (info["best_valid_reward"] > info["start_valid_reward"]
+            and info["best_valid_true"] < info["start_valid_true"] - tolerance)
+
+
 def _train_and_save(policy_dir, rows, data_digest, valid_path, spec, cfg, out_dir, reward, checkpoint_dir, weights,
                     lineage, trust_remote_code):
+    rspec = reward if isinstance(reward, RewardSpec) else RewardSpec(reward=reward)
     set_threads(cfg.threads)
     t0 = time.time()
     model, tokenizer = load_policy(policy_dir, trust_remote_code=trust_remote_code)
@@ -30,23 +69,46 @@ def _train_and_save(policy_dir, rows, data_digest, valid_path, spec, cfg, out_di
     parent = policy_info(policy_dir)
     # A resumable checkpoint is only reused for exactly the same policy, data and settings.
     key = fingerprint([sha256_path(policy_dir), data_digest, asdict(spec), weights is not None, lineage])
-    result = train_nll(model, tokenizer, rows, valid_rows, spec, get_reward(reward), checkpoint_dir=checkpoint_dir,
-                       weights=weights, fingerprint=key)
+    reward_fn, true_fn = rspec.functions()
+    result = train_nll(model, tokenizer, rows, valid_rows, spec, reward_fn, checkpoint_dir=checkpoint_dir,
+                       weights=weights, fingerprint=key, true_fn=true_fn)
     steps_before = int(parent.get("optimizer_steps_since_bc", 0))
+    start = result.history[0] if result.history else {}
     info = {**lineage, "kind": lineage.get("kind", "rest"), "parent_sha256": sha256_path(policy_dir),
             "optimizer_steps": result.steps, "optimizer_steps_since_bc": steps_before + result.steps,
             "best_valid_reward": result.best_valid_reward, "best_step": result.best_step,
-            "start_valid_reward": result.history[0]["valid_reward"] if result.history else None,
+            "start_valid_reward": start.get("valid_reward"),
+            "true_metric": rspec.true_metric if true_fn is not None else None,
+            "start_valid_true": start.get("valid_true"), "best_valid_true": result.best_valid_true,
             "train_rows": len(rows), "tokens_per_s": result.tokens_per_s, "wall_s": time.time() - t0,
             "history": result.history, "losses": result.losses, "finetune_config": asdict(cfg)}
+    info["reward_hacking"] = reward_hacking(info, rspec.hacking_tolerance)
+    if info["reward_hacking"]:
+        what = (f"{lineage.get('kind', 'rest')} step: validation reward {info['start_valid_reward']:.4f} -> "
+                f"{info['best_valid_reward']:.4f} while the true metric ({rspec.true_metric}) fell "
+                f"{info['start_valid_true']:.4f} -> {info['best_valid_true']:.4f}: reward hacking")
+        if rspec.on_reward_hacking == "stop":
+            raise RewardHackingError(what + "; stopping (loop.on_reward_hacking=stop). The earlier steps' "
+                                     "policies are intact; set loop.on_reward_hacking=rollback to keep going")
+        log.warning("%s (loop.on_reward_hacking=%s)", what, rspec.on_reward_hacking)
+        if rspec.on_reward_hacking == "rollback":
+            # Keep the parent (better by the true metric); record what was thrown away.
+            model, tokenizer = load_policy(policy_dir, trust_remote_code=trust_remote_code)
+            info.update(rolled_back=True, discarded_steps=result.steps, optimizer_steps=0,
+                        optimizer_steps_since_bc=steps_before, best_valid_reward=info["start_valid_reward"],
+                        best_valid_true=info["start_valid_true"], best_step=0)
     save_policy(model, tokenizer, out_dir, info)
     return info
 
 
 def improve(policy_dir: str, filtered_dir: str, valid_path: str, cfg: FinetuneConfig, improve_step: int,
-            out_dir: str, reward: str = "chrf", checkpoint_dir: str | None = None, lineage: dict | None = None,
+            out_dir: str, reward: "str | RewardSpec" = "chrf", checkpoint_dir: str | None = None, lineage: dict | None = None,
             trust_remote_code: bool = False) -> dict:
-    """Fine-tune on the filtered candidates of Improve step ``improve_step`` (1-based)."""
+    """Fine-tune on the filtered candidates of Improve step ``improve_step`` (1-based).
+
+    ``reward`` is a reward name or a :class:`RewardSpec` (learned reward, true metric and
+    the reward-hacking guard: warn, roll back to the input policy, or stop).
+    """
     data = os.path.join(filtered_dir, "data.jsonl")
     rows = [{"source": r["source"], "target": r["candidate"], "reward": r["reward"]} for r in read_jsonl(data)]
     if not rows:
@@ -62,7 +124,7 @@ def improve(policy_dir: str, filtered_dir: str, valid_path: str, cfg: FinetuneCo
 
 
 def control(bc_dir: str, references_path: str, valid_path: str, cfg: FinetuneConfig, total_steps: int,
-            out_dir: str, reward: str = "chrf", checkpoint_dir: str | None = None,
+            out_dir: str, reward: "str | RewardSpec" = "chrf", checkpoint_dir: str | None = None,
             trust_remote_code: bool = False, rest_checks: int = 0) -> dict:
     """The references-only control: BC continued on the human references for ``total_steps`` steps.
 
@@ -71,7 +133,10 @@ def control(bc_dir: str, references_path: str, valid_path: str, cfg: FinetuneCon
     control gets as many validation checks as ReST had (``rest_checks``, spread evenly):
     picking the best of many noisy checks would favour it.
     """
-    rows = read_rows(references_path)
+    # Source-only text in the Grow set has no reference to continue BC on.
+    rows = [r for r in read_rows(references_path) if r["target"]]
+    if isinstance(reward, RewardSpec):  # the control is measured, never stopped or rolled back
+        reward = replace(reward, on_reward_hacking="warn")
     eval_every = cfg.eval_every or (max(1, total_steps // rest_checks) if rest_checks else
                                     _epoch_steps_hint(rows, cfg))
     spec = TrainSpec(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps, batch_tokens=cfg.batch_tokens,

@@ -78,11 +78,13 @@ def grow(policy_dir: str, sources_path: str, cfg: SampleConfig, out_dir: str, gr
 
 def _grown_rows(part, outs, policy_id, grow_step, include_references):
     for r, cands in zip(part, outs):
+        # Source-only text (data.sources) has no reference: null, so no step mistakes "" for one.
+        reference = r["target"] or None
         for k, cand in enumerate(cands):
             yield {"id": f"{r['id']}#g{grow_step}s{k}", "source_id": r["id"], "source": r["source"],
-                   "candidate": cand, "reference": r["target"], "origin": "sample",
+                   "candidate": cand, "reference": reference, "origin": "sample",
                    "policy_id": policy_id, "grow": grow_step}
-        if include_references:
+        if include_references and reference is not None:
             yield {"id": f"{r['id']}#ref", "source_id": r["id"], "source": r["source"],
                    "candidate": r["target"], "reference": r["target"], "origin": "reference",
                    "policy_id": "human", "grow": grow_step}

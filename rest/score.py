@@ -24,6 +24,7 @@ def score(grown_dir: str, cfg: ScoreConfig, out_dir: str) -> dict:
     import json
 
     fn = get_reward(cfg.reward, cfg.reward_model_path, cfg.allow_code_reward)
+    reference_free = getattr(fn, "reference_free", False)
     t0, n, total, total_sq = time.time(), 0, 0.0, 0.0
     by_origin: dict[str, list[float]] = {}
     hist = [0] * HIST_BINS
@@ -34,8 +35,14 @@ def score(grown_dir: str, cfg: ScoreConfig, out_dir: str) -> dict:
             batch = list(itertools.islice(rows, cfg.batch_size))
             if not batch:
                 break
+            if not reference_free and any(r.get("reference") is None for r in batch):
+                raise ValueError(
+                    f"{grown_dir}: the grown set holds samples of source-only text (data.sources), which have no "
+                    f"reference, but reward {cfg.reward!r} compares with the reference; score them with a "
+                    "reference-free reward: score.reward=reward_model and score.reward_model_path=DIR "
+                    "(train one with `python -m rest reward-model`)")
             rewards = compute(fn, [r["source"] for r in batch], [r["candidate"] for r in batch],
-                              [r.get("reference", "") for r in batch])
+                              [r.get("reference") or "" for r in batch])
             for r, v in zip(batch, rewards):
                 r["reward"] = v
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -43,7 +50,10 @@ def score(grown_dir: str, cfg: ScoreConfig, out_dir: str) -> dict:
                 total += v
                 total_sq += v * v
                 lo, hi = min(lo, v), max(hi, v)
-                acc = by_origin.setdefault(r.get("origin", "sample"), [0, 0.0])
+                origin = r.get("origin", "sample")
+                if origin == "sample" and r.get("reference") is None:
+                    origin = "source_only"  # reported apart: no reference to compare with
+                acc = by_origin.setdefault(origin, [0, 0.0])
                 acc[0] += 1
                 acc[1] += v
                 hist[min(HIST_BINS - 1, max(0, int(v * HIST_BINS)))] += 1

@@ -15,6 +15,8 @@ ROW_FIELDS = ("label", "g", "i", "control", "threshold", "kept_fraction", "test_
               "valid_reward", "optimizer_steps", "wall_s", "model_path")
 # A reward gain with the other metric down by more than this (BLEU points) is flagged.
 HACKING_MARGIN = 0.5
+# A reward gain with the true metric (a [0, 1] sentence mean) down by more than this is flagged.
+TRUE_METRIC_MARGIN = 0.002
 
 
 def make_row(label: str, g: int, i: int, metrics: dict, model_path: str, model_info: dict | None = None,
@@ -28,7 +30,9 @@ def make_row(label: str, g: int, i: int, metrics: dict, model_path: str, model_i
            "mean_reward_all": fstats.get("mean_reward_all"),
            "valid_reward": info.get("best_valid_reward", info.get("bc_training", {}).get("best_valid_reward")),
            "optimizer_steps": info.get("optimizer_steps_since_bc", 0), "wall_s": round(wall_s, 2),
-           "model_path": model_path}
+           "model_path": model_path, "valid_true": info.get("best_valid_true"),
+           "true_metric": metrics.get("true_metric") or info.get("true_metric"),
+           "hacking_in_validation": bool(info.get("reward_hacking")), "rolled_back": bool(info.get("rolled_back"))}
     row.update({k: v for k, v in metrics.items() if k.startswith("test_") or k.startswith("best_of_n")})
     return row
 
@@ -60,10 +64,30 @@ def verdict(rows: list[dict]) -> dict:
     out["bleu_held"] = out["test_bleu_vs_bc"] >= -HACKING_MARGIN
     if ctrl is not None:
         out["beats_control"] = out["test_chrf_vs_control"] > 0 and out["test_reward_vs_control"] > 0
-    # Reward hacking: the training reward rose while the held-out other metric fell.
-    out["reward_hacking"] = [f"g{r['g']}/i{r['i']}" for p, r in zip([base] + rest_rows, rest_rows)
-                             if r["test_reward"] > p["test_reward"] and r["test_bleu"] < p["test_bleu"] - HACKING_MARGIN]
+    # Reward hacking: the training reward rose while a held-out metric fell.
+    reasons = {}
+    for p, r in zip([base] + rest_rows, rest_rows):
+        why = hacking_reasons(p, r)
+        if why:
+            reasons[f"g{r['g']}/i{r['i']}"] = why
+    out["reward_hacking"] = list(reasons)
+    out["reward_hacking_reasons"] = reasons
+    out["rolled_back"] = [f"g{r['g']}/i{r['i']}" for r in rest_rows if r.get("rolled_back")]
     return out
+
+
+def hacking_reasons(previous: dict, row: dict) -> list[str]:
+    """Why ``row`` looks like reward hacking against the step before it (empty: it does not)."""
+    why = []
+    if row.get("hacking_in_validation"):
+        why.append(f"validation: reward up, {row.get('true_metric') or 'true metric'} down")
+    reward_up = row["test_reward"] > previous["test_reward"]
+    if reward_up and row["test_bleu"] < previous["test_bleu"] - HACKING_MARGIN:
+        why.append(f"test: reward up, BLEU {row['test_bleu'] - previous['test_bleu']:+.2f}")
+    if reward_up and row.get("test_true") is not None and previous.get("test_true") is not None \
+            and row["test_true"] < previous["test_true"] - TRUE_METRIC_MARGIN:
+        why.append(f"test: reward up, {row.get('true_metric')} {row['test_true'] - previous['test_true']:+.4f}")
+    return why
 
 
 def write_summary(report_dir: str, out_dir: str, config: dict | None = None) -> dict:
@@ -87,14 +111,19 @@ def _fmt(v, nd=2):
 
 def markdown_table(rows: list[dict]) -> str:
     """The step table: one line per evaluated policy."""
-    head = "| policy | g | i | τ | kept | test BLEU | test chrF | test reward | valid reward | steps | wall s |"
+    true = any(r.get("test_true") is not None for r in rows)
+    head = ("| policy | g | i | τ | kept | test BLEU | test chrF | test reward | "
+            + ("test true metric | " if true else "") + "valid reward | steps | wall s |")
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for r in rows:
+        label = r["label"] + (" (rolled back)" if r.get("rolled_back") else "") + \
+            (" ⚠ reward hacking" if r.get("hacking_in_validation") else "")
         lines.append("| " + " | ".join([
-            r["label"], str(r["g"]), str(r["i"]), _fmt(r.get("threshold"), 3),
+            label, str(r["g"]), str(r["i"]), _fmt(r.get("threshold"), 3),
             _fmt(r.get("kept_fraction") * 100, 1) + "%" if r.get("kept_fraction") is not None else "–",
-            _fmt(r.get("test_bleu")), _fmt(r.get("test_chrf")), _fmt(r.get("test_reward"), 4),
-            _fmt(r.get("valid_reward"), 4), str(r.get("optimizer_steps", 0)), _fmt(r.get("wall_s"), 0)]) + " |")
+            _fmt(r.get("test_bleu")), _fmt(r.get("test_chrf")), _fmt(r.get("test_reward"), 4)]
+            + ([_fmt(r.get("test_true"), 4)] if true else [])
+            + [_fmt(r.get("valid_reward"), 4), str(r.get("optimizer_steps", 0)), _fmt(r.get("wall_s"), 0)]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -112,5 +141,9 @@ def verdict_text(v: dict) -> str:
     if not v["bleu_held"]:
         s.append(f"BLEU fell by more than {HACKING_MARGIN} against BC.")
     if v["reward_hacking"]:
-        s.append("Possible reward hacking (reward up, BLEU down) at: " + ", ".join(v["reward_hacking"]) + ".")
+        s.append("Possible reward hacking at: " + "; ".join(
+            f"{k} ({', '.join(why)})" for k, why in v.get("reward_hacking_reasons", {}).items()) + ".")
+    if v.get("rolled_back"):
+        s.append("Rolled back to the previous policy (loop.on_reward_hacking=rollback) at: "
+                 + ", ".join(v["rolled_back"]) + ".")
     return "\n".join(s)

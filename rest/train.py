@@ -45,18 +45,24 @@ class TrainResult:
     epochs: int
     best_valid_reward: float
     best_step: int
+    best_valid_true: float | None = None  # the true metric at the best step, when one was given
     history: list[dict] = field(default_factory=list)   # one row per validation check
     losses: list[dict] = field(default_factory=list)    # loss curve, one row per log interval
     tokens_per_s: float = 0.0
     stopped: str = ""
 
 
-def validation_reward(model, tokenizer, rows: Sequence[dict], reward_fn: Callable, batch_sentences: int = 64) -> float:
-    """Mean reward of greedy translations of the validation rows."""
-    sources = [r["source"] for r in rows]
+def validation_scores(model, tokenizer, rows: Sequence[dict], reward_fn: Callable, true_fn: Callable | None = None,
+                      batch_sentences: int = 64) -> dict:
+    """Mean training reward (and true metric, when given) of greedy translations of the validation rows."""
+    sources, refs = [r["source"] for r in rows], [r["target"] for r in rows]
     hyps = [h[0] for h in generate(model, tokenizer, sources, mode="greedy", batch_sentences=batch_sentences)]
-    scores = reward_fn(sources, hyps, [r["target"] for r in rows])
-    return float(sum(scores) / max(1, len(scores)))
+    scores = reward_fn(sources, hyps, refs)
+    out = {"valid_reward": float(sum(scores) / max(1, len(scores)))}
+    if true_fn is not None:
+        true = true_fn(sources, hyps, refs)
+        out["valid_true"] = float(sum(true) / max(1, len(true)))
+    return out
 
 
 def _encode(tokenizer, rows):
@@ -97,12 +103,13 @@ def _loss(model, input_ids, attn, dec_in, labels, w):
 
 def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict], spec: TrainSpec,
               reward_fn: Callable, checkpoint_dir: str | None = None, weights: Sequence[float] | None = None,
-              fingerprint: str = "") -> TrainResult:
+              fingerprint: str = "", true_fn: Callable | None = None) -> TrainResult:
     """Train ``model`` in place with (optionally reward-weighted) NLL; restore the best state.
 
     Validation: mean reward of greedy outputs on ``valid_rows``, checked every
     ``eval_every`` steps (or per epoch) and once before training, so the result is never
-    worse on validation than the starting policy.
+    worse on validation than the starting policy. ``true_fn`` (a reference-based metric)
+    is recorded beside it at every check, for the reward-hacking guard; it does not pick.
     """
     from .policy import decoder_start_id
 
@@ -113,7 +120,7 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
     ckpt_path = os.path.join(checkpoint_dir, "train_state.pt") if checkpoint_dir else None
 
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_reward": float("-inf"),
-             "best_step": 0, "bad_checks": 0, "history": [], "losses": [], "tokens": 0, "elapsed": 0.0}
+             "best_step": 0, "best_true": None, "bad_checks": 0, "history": [], "losses": [], "tokens": 0, "elapsed": 0.0}
     resume_rng = None
     if ckpt_path and os.path.exists(ckpt_path):
         try:
@@ -139,14 +146,17 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
                         "optimizer": opt.state_dict(), "state": state, "rng_state": torch.get_rng_state()}, tmp)
 
     def check(step):
-        reward = validation_reward(model, tokenizer, valid_rows, reward_fn)
+        scores = validation_scores(model, tokenizer, valid_rows, reward_fn, true_fn)
+        reward = scores["valid_reward"]
         improved = reward > state["best_reward"]
         if improved:
-            state.update(best=copy.deepcopy(model.state_dict()), best_reward=reward, best_step=step, bad_checks=0)
+            state.update(best=copy.deepcopy(model.state_dict()), best_reward=reward, best_step=step, bad_checks=0,
+                         best_true=scores.get("valid_true"))
         else:
             state["bad_checks"] += 1
-        state["history"].append({"step": step, "valid_reward": reward, "epoch": state["epoch"]})
-        log.info("%s: step %d valid reward %.4f%s", spec.label, step, reward, " (best)" if improved else "")
+        state["history"].append({"step": step, **scores, "epoch": state["epoch"]})
+        true = f" (true metric {scores['valid_true']:.4f})" if "valid_true" in scores else ""
+        log.info("%s: step %d valid reward %.4f%s%s", spec.label, step, reward, true, " (best)" if improved else "")
         model.train()
 
     if state["step"] == 0 and not state["history"]:
@@ -216,7 +226,7 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
     model.eval()
     result = TrainResult(steps=state["step"], epochs=state["epoch"],
                          best_valid_reward=state["best_reward"], best_step=state["best_step"],
-                         history=state["history"], losses=state["losses"],
+                         best_valid_true=state.get("best_true"), history=state["history"], losses=state["losses"],
                          tokens_per_s=state["tokens"] / max(1e-9, elapsed), stopped=stopped or "epochs done")
     log.info("%s: %s after %d steps; best valid reward %.4f at step %d", spec.label, result.stopped,
              result.steps, result.best_valid_reward, result.best_step)

@@ -59,12 +59,17 @@ def check_reward(cfg: RunConfig) -> None:
     sc = cfg.score
     if sc.reward == "reward_model":
         # Loading the model is the score step's job; here its directory must be usable.
-        check_policy(sc.reward_model_path, False, what="score.reward_model_path")
+        if not sc.reward_model_path.startswith("s3://"):
+            check_policy(sc.reward_model_path, False, what="score.reward_model_path")
         return
     try:
-        get_reward(sc.reward, sc.reward_model_path, sc.allow_code_reward)
+        fn = get_reward(sc.reward, sc.reward_model_path, sc.allow_code_reward)
     except RewardError as e:
         raise RewardError(f"score.reward: {e}") from None
+    if cfg.data.sources and not getattr(fn, "reference_free", False):
+        raise ValidationError(f"data.sources: source-only text has no references, but score.reward={sc.reward!r} "
+                              "compares with a reference; use score.reward=reward_model with "
+                              "score.reward_model_path (train one with `python -m rest reward-model`)")
 
 
 # -- model directories ------------------------------------------------------------------------
@@ -98,20 +103,23 @@ def check_policy(path: str, trust_remote_code: bool = False, what: str = "policy
 
 def check_data_files(data, s3_settings=None) -> None:
     """Load every given split with the row checks of ``rest.data`` plus a same-language check."""
-    from .data import DataError, check_languages, load_pairs, split_counts
+    from .data import DataError, check_languages, load_pairs, load_sources, split_counts
 
-    for name in ("train", "valid", "test"):
-        uri = getattr(data, name)
-        if not uri:
-            continue
+    def load(uri, loader):
         if uri.startswith("s3://") and s3_settings is not None:
             from . import storage
 
             with tempfile.TemporaryDirectory(prefix="rest-validate-") as tmp:
-                local = storage.fetch_to_local(uri, tmp, settings=s3_settings)
-                rows = load_pairs(local, data)
-        else:
-            rows = load_pairs(uri, data)
+                return loader(storage.fetch_to_local(uri, tmp, settings=s3_settings), data)
+        return loader(uri, data)
+
+    if data.sources:
+        load(data.sources, load_sources)
+    for name in ("train", "valid", "test"):
+        uri = getattr(data, name)
+        if not uri:
+            continue
+        rows = load(uri, load_pairs)
         check_languages(rows, uri, data)
         if name == "train" and not (data.valid and data.test):
             n_valid, n_test = split_counts(rows, data)
