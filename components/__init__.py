@@ -9,10 +9,12 @@ from .filter import filter_op
 from .finetune import control_op, finetune_op
 from .prepare import prepare_op
 from .register import register_op
+from .reward_model import train_reward_model_op
 from .sample import merge_op, sample_op
 from .score import score_op
 from .summarize import summarize_op
 from .validate import validate_op
 
 __all__ = ["prepare_op", "bootstrap_op", "sample_op", "merge_op", "score_op", "filter_op", "finetune_op",
-           "control_op", "evaluate_op", "summarize_op", "validate_op", "register_op"]
+           "control_op", "evaluate_op", "summarize_op", "validate_op", "register_op",
+           "train_reward_model_op"]

@@ -33,6 +33,17 @@ def main(argv=None) -> int:
                    help="torch CPU threads (0 = all cores; 1 keeps a busy machine from stalling the run)")
     add_config_arguments(p, sections=("data", "bootstrap"))
 
+    p = sub.add_parser("reward-model", help="train the learned, reference-free reward model on scored candidates",
+                       description="Train a small cross-encoder to predict reward_model.metric from (source, "
+                                   "candidate) on score step outputs; prints held-out Kendall tau / Spearman rho.")
+    p.add_argument("--config")
+    p.add_argument("--scored", action="append", required=True, metavar="DIR_OR_FILE",
+                   help="a score step output directory (or its data.jsonl); repeat for several")
+    p.add_argument("--tokenizer", default="", metavar="POLICY_DIR",
+                   help="directory whose tokenizer a from-scratch model uses (normally the policy's)")
+    p.add_argument("--out", required=True, help="directory to write the reward model to")
+    add_config_arguments(p, sections=("reward_model",))
+
     p = sub.add_parser("validate", help="check config, data files, policy, reward, MinIO and MLflow before a run",
                        description="Check everything a run needs before any compute; exit 2 with one error "
                                    "naming the field or file and the fix. MinIO and MLflow are checked when "
@@ -54,6 +65,8 @@ def main(argv=None) -> int:
         return 0
     if args.command == "validate":
         return _validate(cfg, args)
+    if args.command == "reward-model":
+        return _reward_model(cfg, args)
     if args.command == "bootstrap":
         from .bootstrap import bootstrap
         from .data import prepare
@@ -67,6 +80,26 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in info.items() if k != "bootstrap_config"}, indent=2, default=str))
         return 0
     return 1
+
+
+def _reward_model(cfg, args) -> int:
+    """``python -m rest reward-model``: train, save, print the held-out figures."""
+    from .reward_model import train_reward_model
+
+    if not cfg.reward_model.init and not args.tokenizer:
+        print("error: --tokenizer POLICY_DIR is needed for a from-scratch reward model "
+              "(or set --reward_model.init to a checkpoint)", file=sys.stderr)
+        return 2
+    try:
+        stats = train_reward_model(args.scored, cfg.reward_model, args.out, args.tokenizer)
+    except (ValueError, OSError) as e:  # bad inputs: the message names the file and the fix
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    keys = ("metric", "kendall_tau", "spearman_rho", "samples_kendall_tau", "samples_spearman_rho",
+            "per_source_kendall_tau", "mse", "mean_prediction",
+            "mean_truth", "train_pairs", "valid_pairs", "train_sources", "valid_sources", "best_epoch", "wall_s")
+    print(json.dumps({**{k: stats[k] for k in keys}, "out": args.out}, indent=2))
+    return 0
 
 
 def _validate(cfg, args) -> int:

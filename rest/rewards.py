@@ -94,33 +94,61 @@ class LearnedReward:
     """A Hugging Face sequence-classification model scoring (source, candidate) pairs.
 
     Reference-free: the reference is ignored, so sources without a translation can be
-    scored. The model's single logit is squashed to [0, 1] with a sigmoid unless the model
-    was trained as a regressor on [0, 1] targets (``problem_type == "regression"``).
+    scored. A model trained by :mod:`rest.reward_model` (it has ``rest_reward_model.json``)
+    gets its pairs encoded exactly as in training; a foreign checkpoint gets its own
+    tokenizer's pair encoding. The single logit is clamped to [0, 1] for a regressor
+    (``problem_type == "regression"``) and squashed with a sigmoid otherwise. ``path`` may
+    be an ``s3://`` prefix (downloaded like a policy).
     """
+
+    reference_free = True
 
     def __init__(self, path: str, batch_size: int = 128):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from .bootstrap import resolve_policy
         from .policy import check_policy_dir
+        from .reward_model import read_info
 
+        if not path:
+            raise RewardError("reward 'reward_model' needs the model directory (score.reward_model_path); "
+                              "train one with `python -m rest reward-model`")
+        path = resolve_policy(path) if path.startswith("s3://") else path
         check_policy_dir(path)
+        self.path = path
+        self.info = read_info(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True).eval()
         self.batch_size = batch_size
         self._torch = torch
 
+    def _inputs(self, sources, candidates) -> list[tuple[list[int], dict]]:
+        """(candidate indices, model inputs) per batch."""
+        if self.info is not None:
+            from .reward_model import collate, encode_pairs, length_batches
+
+            enc = self.info["encoding"]
+            encoded = encode_pairs(self.tokenizer, sources, candidates, enc["max_length"])
+            return [(b, collate(encoded, b, enc["pad_id"], enc.get("token_type_ids", True)))
+                    for b in length_batches([len(e[0]) for e in encoded], self.batch_size, None)]
+        return [(list(range(k, min(k + self.batch_size, len(candidates)))),
+                 self.tokenizer(list(sources[k:k + self.batch_size]), list(candidates[k:k + self.batch_size]),
+                                return_tensors="pt", padding=True, truncation=True, max_length=256))
+                for k in range(0, len(candidates), self.batch_size)]
+
     def __call__(self, sources, candidates, references=None) -> list[float]:
         torch = self._torch
-        out: list[float] = []
+        if len(sources) != len(candidates):
+            raise RewardError(f"reward_model: {len(sources)} sources for {len(candidates)} candidates")
+        out = [0.0] * len(candidates)
         with torch.inference_mode():
-            for k in range(0, len(candidates), self.batch_size):
-                enc = self.tokenizer(list(sources[k:k + self.batch_size]), list(candidates[k:k + self.batch_size]),
-                                     return_tensors="pt", padding=True, truncation=True, max_length=256)
-                logits = self.model(**enc).logits[:, 0]
+            for batch, enc in self._inputs(list(sources), list(candidates)):
+                logits = self.model(**enc).logits[:, 0].float()
                 if self.model.config.problem_type == "regression":
                     logits = logits.clamp(0.0, 1.0)
                 else:
                     logits = torch.sigmoid(logits)
-                out.extend(logits.tolist())
+                for i, v in zip(batch, logits.tolist()):
+                    out[i] = v
         return out
