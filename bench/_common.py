@@ -75,6 +75,30 @@ class Timer:
         self.cpu = time.process_time() - self.cpu0
 
 
+def staged(row: dict, name: str, record: str, fn, reuse: bool = False):
+    """Run ``fn`` as stage ``name``, adding ``name_cpu_s``/``name_wall_s`` to ``row``; return its result.
+
+    The result and the times are kept in ``record`` (JSON); with ``reuse`` an existing record
+    is loaded instead of running again, so an interrupted benchmark continues where it
+    stopped and still reports the figures measured when each stage ran.
+    """
+    if reuse and os.path.exists(record):
+        with open(record, encoding="utf-8") as f:
+            saved = json.load(f)
+        row.update(saved.get("times", {}))
+        return saved["result"]
+    with Timer() as t:
+        result = fn()
+    times = {f"{name}_cpu_s": round(t.cpu, 1), f"{name}_wall_s": round(t.wall, 1)}
+    row.update(times)
+    os.makedirs(os.path.dirname(os.path.abspath(record)), exist_ok=True)
+    tmp = record + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"result": result, "times": times}, f, default=str)
+    os.replace(tmp, record)
+    return result
+
+
 def emit(result: dict, out: str | None) -> None:
     """Print the result as JSON (and write it to ``out``)."""
     text = json.dumps(result, indent=2, sort_keys=True)

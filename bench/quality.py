@@ -31,25 +31,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import default_policy, machine  # noqa: E402
+from _common import default_policy, machine, staged  # noqa: E402
 
 BEST_OF = (1, 4, 16, 64)
 HACKING_BLEU_DROP = 0.5
-
-
-class Stage:
-    """CPU and wall seconds of one stage, collected per table row."""
-
-    def __init__(self, sink: dict, name: str):
-        self.sink, self.name = sink, name
-
-    def __enter__(self):
-        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.sink[f"{self.name}_cpu_s"] = round(time.process_time() - self.cpu0, 1)
-        self.sink[f"{self.name}_wall_s"] = round(time.perf_counter() - self.wall0, 1)
 
 
 def _parse(argv):
@@ -112,23 +97,7 @@ REUSE = False  # set from --reuse
 
 
 def _stage(row: dict, name: str, record: str, fn):
-    """Run ``fn`` as stage ``name`` of ``row``, or with --reuse load its result from ``record``.
-
-    ``record`` (a JSON file) keeps the stage's result and CPU/wall seconds, so a re-run with
-    --reuse shows the figures measured when the stage ran.
-    """
-    from rest.io import read_json, write_json
-
-    if REUSE and os.path.exists(record):
-        saved = read_json(record)
-        row.update(saved.get("times", {}))
-        return saved["result"]
-    times: dict = {}
-    with Stage(times, name):
-        result = fn()
-    row.update(times)
-    write_json(record, {"result": result, "times": times})
-    return result
+    return staged(row, name, record, fn, REUSE)
 
 
 def _evaluate(policy_dir, data, cfg, out_dir, row, best_of=None, best_of_sources=0):

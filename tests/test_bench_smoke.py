@@ -140,3 +140,34 @@ def test_ctranslate2_sampling_accepts_large_seeds(tiny_policy):
     out = fast_generate.generate(model, tok, ["Hallo Welt"], mode="sample", num_return=2, temperature=0.8,
                                  max_length_ratio=0.5, seed=13 * 1009 * 1_000_003 + 7919)
     assert len(out) == 1 and len(out[0]) == 2
+
+
+def test_staged_records_then_reuses(tmp_path):
+    """bench/_common.staged: a finished stage's result and times come back from its record."""
+    from _common import staged
+
+    calls, record = [], str(tmp_path / "stage.json")
+    row = {}
+    assert staged(row, "x", record, lambda: calls.append(1) or {"a": 1}) == {"a": 1}
+    assert "x_cpu_s" in row and "x_wall_s" in row
+    again = {}
+    assert staged(again, "x", record, lambda: calls.append(1) or {"a": 2}, reuse=True) == {"a": 1}
+    assert again == row and calls == [1]
+    assert staged({}, "x", record, lambda: calls.append(1) or {"a": 3}) == {"a": 3}  # no reuse: runs
+
+
+@pytest.mark.slow  # a few minutes: samples, trains a reward model, runs two tiny ReST loops and a control
+def test_reward_model_bench_quick(tmp_path):
+    import reward_model
+
+    out = tmp_path / "rm"
+    (res,) = reward_model.main(["--quick", "--case", "domain", "--output-dir", str(out)])
+    assert [r["policy"] for r in res["rows"]] == ["base", "rest-chrf", "rest-learned", "control"]
+    assert {"kendall_tau", "spearman_rho"} <= set(res["reward_model"])
+    assert res["prepared"]["grow"]["source_only_rows"] == 30
+    assert "rest-learned vs control" in res["paired_bootstrap"]
+    md = (out / "reward_model.md").read_text()
+    assert "Kendall τ" in md and (out / "reward_model.png").exists()
+    # A re-run with --reuse loads every stage and gives the same table.
+    (again,) = reward_model.main(["--quick", "--case", "domain", "--output-dir", str(out), "--reuse"])
+    assert [r["test_chrf"] for r in again["rows"]] == [r["test_chrf"] for r in res["rows"]]
