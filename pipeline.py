@@ -36,7 +36,7 @@ def build_pipeline(cfg: RunConfig, cluster=None):
     from kfp import dsl
 
     from components import (bootstrap_op, control_op, evaluate_op, filter_op, finetune_op, merge_op, prepare_op,
-                            register_op, sample_op, score_op, summarize_op, validate_op)
+                            register_op, sample_op, score_op, summarize_op, train_reward_model_op, validate_op)
 
     full = cfg.to_dict()
     section = full  # the run config is one dict per step, keyed by step name
@@ -59,9 +59,9 @@ def build_pipeline(cfg: RunConfig, cluster=None):
             apply_cluster_settings(task, step, cluster)
         return task
 
-    def evaluate(policy, data, label, g, i, previous, filtered=None, is_control=False):
+    def evaluate(policy, data, label, g, i, previous, filtered=None, is_control=False, **learned):
         kwargs = dict(config=section["evaluate"], score_config=section["score"], label=label, grow_step=g,
-                      improve_step=i, is_control=is_control, policy=policy, data=data)
+                      improve_step=i, is_control=is_control, policy=policy, data=data, **learned)
         # Optional inputs are left out, not passed as None: the first evaluation has no report to extend.
         if previous is not None:
             kwargs["previous_report"] = previous
@@ -83,7 +83,12 @@ def build_pipeline(cfg: RunConfig, cluster=None):
         boot = settle(bootstrap_op(config=section["bootstrap"], reward=bc_metric, initial_policy=initial_policy,
                                    data=data), "bootstrap", "bootstrap")
         bc = boot.outputs["policy"]
-        report = settle(evaluate(bc, data, "bc", 0, 0, None), "evaluate", "evaluate-bc").outputs["report"]
+        # A learned reward with no model given is trained in this run (after the first Grow);
+        # every step that scores with it then takes it as an input.
+        learned: dict = {}
+        train_rm = reward == "reward_model" and not cfg.score.reward_model_path
+        if not train_rm:
+            report = settle(evaluate(bc, data, "bc", 0, 0, None), "evaluate", "evaluate-bc").outputs["report"]
         policy = bc
         for g in range(1, G + 1):
             if shards == 1:
@@ -95,7 +100,13 @@ def build_pipeline(cfg: RunConfig, cluster=None):
                                             num_shards=shards, policy=policy, data=data), "sample", f"grow-{g}/sample")
                 grown = settle(merge_op(grow_step=g, shards=dsl.Collected(part.outputs["grown"])), "merge",
                                f"grow-{g}/merge").outputs["grown"]
-            scored = settle(score_op(config=section["score"], grow_step=g, grown=grown), "score",
+            if g == 1 and train_rm:
+                learned = {"reward_model": settle(
+                    train_reward_model_op(config=section["reward_model"], scored=grown, policy=bc), "reward_model",
+                    "reward-model").outputs["reward_model"]}
+                report = settle(evaluate(bc, data, "bc", 0, 0, None, **learned), "evaluate",
+                                "evaluate-bc").outputs["report"]
+            scored = settle(score_op(config=section["score"], grow_step=g, grown=grown, **learned), "score",
                             f"grow-{g}/score").outputs["scored"]
             for i in range(1, I + 1):
                 name = f"grow-{g}/improve-{i}"
@@ -104,20 +115,22 @@ def build_pipeline(cfg: RunConfig, cluster=None):
                 policy = settle(finetune_op(config=section["finetune"], score_config=section["score"],
                                             on_reward_hacking=cfg.loop.on_reward_hacking,
                                             hacking_tolerance=cfg.loop.hacking_tolerance, grow_step=g,
-                                            improve_step=i, policy=policy, filtered=filtered, data=data), "finetune",
+                                            improve_step=i, policy=policy, filtered=filtered, data=data,
+                                            **learned), "finetune",
                                 f"{name}/finetune").outputs["improved"]
-                report = settle(evaluate(policy, data, f"rest g{g} i{i}", g, i, report, filtered), "evaluate",
+                report = settle(evaluate(policy, data, f"rest g{g} i{i}", g, i, report, filtered, **learned), "evaluate",
                                 f"{name}/evaluate").outputs["report"]
         if cfg.loop.control:
             ctrl = settle(control_op(config=section["finetune"], score_config=section["score"], improve_steps=G * I,
                                      bc_policy=bc,
-                                     last_policy=policy,
-                                     data=data), "control", "control/finetune").outputs["control"]
-            report = settle(evaluate(ctrl, data, "control (references only)", 0, 0, report, is_control=True),
+                                     last_policy=policy, data=data, **learned), "control",
+                          "control/finetune").outputs["control"]
+            report = settle(evaluate(ctrl, data, "control (references only)", 0, 0, report, is_control=True,
+                                     **learned),
                             "evaluate", "control/evaluate").outputs["report"]
         summary = settle(summarize_op(config=full, report=report), "summarize", "summarize")
         if cfg.loop.register:
-            settle(register_op(model_name=cfg.loop.model_name, metric=reward if reward in ("chrf", "bleu") else "chrf",
+            settle(register_op(model_name=cfg.loop.model_name, metric=reward if reward in ("chrf", "bleu") else cfg.score.true_metric,
                                policy=policy, data=data), "register", "register").after(summary)
         return summary.outputs["summary"]
 

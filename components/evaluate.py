@@ -7,7 +7,8 @@ from ._image import COMPONENT
 @dsl.component(**COMPONENT)
 def evaluate_op(config: dict, score_config: dict, label: str, grow_step: int, improve_step: int, is_control: bool,
                 policy: Input[Model], data: Input[Dataset], metrics: Output[Metrics], report: Output[Artifact],
-                filtered: Input[Dataset] = None, previous_report: Input[Artifact] = None):
+                filtered: Input[Dataset] = None, previous_report: Input[Artifact] = None,
+                reward_model: Input[Model] = None):
     """Test-set BLEU/chrF/reward of a policy; appends its row to the run's report."""
     import os
 
@@ -20,6 +21,10 @@ def evaluate_op(config: dict, score_config: dict, label: str, grow_step: int, im
 
     cfg = section_from_dict(EvaluateConfig, config, "evaluate")
     score_cfg = section_from_dict(ScoreConfig, score_config, "score")
+    if reward_model is not None:  # trained earlier in this run
+        from dataclasses import replace
+
+        score_cfg = replace(score_cfg, reward_model_path=reward_model.path)
     with step("evaluate", g=grow_step, i=improve_step) as s:
         m = evaluate(policy.path, os.path.join(data.path, "test.jsonl"), cfg, os.path.join(report.path, "eval"),
                      reward=score_cfg.reward, reward_model_path=score_cfg.reward_model_path,

@@ -7,7 +7,7 @@ from ._image import COMPONENT
 @dsl.component(**COMPONENT)
 def finetune_op(config: dict, score_config: dict, on_reward_hacking: str, hacking_tolerance: float, grow_step: int,
                 improve_step: int, policy: Input[Model], filtered: Input[Dataset], data: Input[Dataset],
-                improved: Output[Model]):
+                improved: Output[Model], reward_model: Input[Model] = None):
     """Improve: NLL fine-tune on the filtered set, continuing from the previous policy (with the hacking guard)."""
     import os
     from dataclasses import replace
@@ -19,6 +19,8 @@ def finetune_op(config: dict, score_config: dict, on_reward_hacking: str, hackin
     cfg = section_from_dict(FinetuneConfig, config, "finetune")
     reward = replace(RewardSpec.from_configs(section_from_dict(ScoreConfig, score_config, "score")),
                      on_reward_hacking=on_reward_hacking, hacking_tolerance=hacking_tolerance)
+    if reward_model is not None:  # trained earlier in this run
+        reward = replace(reward, reward_model_path=reward_model.path)
     with step("finetune", g=grow_step, i=improve_step) as s:
         info = improve(policy.path, filtered.path, os.path.join(data.path, "valid.jsonl"), cfg, improve_step,
                        improved.path, reward=reward, checkpoint_dir=improved.path + ".ckpt",
@@ -37,7 +39,7 @@ def finetune_op(config: dict, score_config: dict, on_reward_hacking: str, hackin
 
 @dsl.component(**COMPONENT)
 def control_op(config: dict, score_config: dict, improve_steps: int, bc_policy: Input[Model], last_policy: Input[Model],
-               data: Input[Dataset], control: Output[Model]):
+               data: Input[Dataset], control: Output[Model], reward_model: Input[Model] = None):
     """References-only control: BC continued on the Grow sources' references for as many steps as ReST took."""
     import os
 
@@ -49,6 +51,10 @@ def control_op(config: dict, score_config: dict, improve_steps: int, bc_policy: 
 
     cfg = section_from_dict(FinetuneConfig, config, "finetune")
     reward = RewardSpec.from_configs(section_from_dict(ScoreConfig, score_config, "score"))
+    if reward_model is not None:
+        from dataclasses import replace
+
+        reward = replace(reward, reward_model_path=reward_model.path)
     total = int(policy_info(last_policy.path).get("optimizer_steps_since_bc", 0))
     with step("control") as s:
         info = run_control(bc_policy.path, os.path.join(data.path, "grow.jsonl"), os.path.join(data.path, "valid.jsonl"),

@@ -27,7 +27,7 @@ IMAGE_ENV = "REST_IMAGE"
 DEFAULT_IMAGE = "ghcr.io/rest-kubeflow/rest:0.1.0"
 
 # Every task of the pipeline, by step name (pipeline.py uses these names).
-STEPS = ("prepare", "bootstrap", "evaluate", "sample", "merge", "score", "filter",
+STEPS = ("prepare", "bootstrap", "evaluate", "sample", "merge", "score", "reward_model", "filter",
          "finetune", "control", "summarize", "register", "promote")
 
 # The label that NetworkPolicies in manifests/ select on: only pods carrying it may reach

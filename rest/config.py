@@ -165,7 +165,9 @@ class ScoreConfig:
         "Reward name: chrf, bleu (sentence-level sacrebleu vs the reference, in [0,1]), "
         "reward_model (see reward_model_path), or a dotted path 'module:function' (needs allow_code_reward)."))
     reward_model_path: str = field(default="", metadata=_help(
-        "Hugging Face sequence-classification model directory used when reward=reward_model."))
+        "Learned reward model directory or s3:// URI used when reward=reward_model (train one with "
+        "`python -m rest reward-model`). Empty with reward=reward_model: the pipeline trains one (settings in "
+        "the reward_model section) on the first Grow's samples of the sources that have references."))
     allow_code_reward: bool = field(default=False, metadata=_help(
         "Allow reward='module:function': this imports and runs that code. Off by default."))
     true_metric: str = field(default="chrf", metadata=_help(
@@ -177,9 +179,6 @@ class ScoreConfig:
     def __post_init__(self):
         w = "score"
         _check(bool(self.reward), f"{w}.reward", "is empty; use chrf, bleu, reward_model or module:function")
-        if self.reward == "reward_model":
-            _check(bool(self.reward_model_path), f"{w}.reward_model_path",
-                   "is empty but reward=reward_model; give the model directory")
         if ":" in self.reward:
             _check(self.allow_code_reward, f"{w}.reward",
                    f"{self.reward!r} is a dotted path: it runs code, so set score.allow_code_reward=true to allow it")

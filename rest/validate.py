@@ -59,7 +59,7 @@ def check_reward(cfg: RunConfig) -> None:
     sc = cfg.score
     if sc.reward == "reward_model":
         # Loading the model is the score step's job; here its directory must be usable.
-        if not sc.reward_model_path.startswith("s3://"):
+        if sc.reward_model_path and not sc.reward_model_path.startswith("s3://"):
             check_policy(sc.reward_model_path, False, what="score.reward_model_path")
         return
     try:

@@ -64,3 +64,42 @@ def test_tiny_rest_run_through_kfp_local(tmp_path, tiny_data, tiny_policy):
     # The control trains for as many optimizer steps as the Improve steps did together.
     assert steps[3]["optimizer_steps"] == steps[2]["optimizer_steps"] > 0
     assert (out / "summary.md").read_text().startswith("| policy |")
+
+
+def test_learned_reward_without_a_model_adds_its_training_task(tmp_path):
+    spec = compiled_spec(tmp_path, {"score.reward": "reward_model"})
+    by_name = {t.task_info.name: t for t in spec.root.dag.tasks.values()}
+    assert "reward-model" in by_name
+    # Every step that scores with the learned reward takes the trained model as an input.
+    for name in ("evaluate-bc", "grow-1/score", "grow-1/improve-1/finetune", "grow-1/improve-1/evaluate",
+                 "control/finetune", "control/evaluate"):
+        assert "reward_model" in by_name[name].inputs.artifacts, name
+    # With a given model directory nothing is trained.
+    spec = compiled_spec(tmp_path, {"score.reward": "reward_model", "score.reward_model_path": "s3://b/rm"})
+    assert "reward-model" not in {t.task_info.name for t in spec.root.dag.tasks.values()}
+
+
+@pytest.mark.pipeline
+def test_learned_reward_on_source_only_text_through_kfp_local(tmp_path, tiny_data, tiny_policy):
+    """Source-only text joins Grow; a reward model trained in the run scores it; true chrF is reported beside."""
+    sources = tmp_path / "mono.txt"
+    sources.write_text("\n".join(["Klicken Sie auf die Schaltfläche.", "Wählen Sie eine Farbe aus.",
+                                  "Die Tabelle wird gespeichert.", "Öffnen Sie das Menü Ansicht."]) + "\n",
+                       encoding="utf-8")
+    out = tmp_path / "run"
+    rc = pipeline.main([
+        "run-local", "--no-tracking", "--output-dir", str(out), "--train", tiny_data["train"],
+        "--valid", tiny_data["valid"], "--test", tiny_data["test"], "--policy", tiny_policy,
+        "--sources", str(sources), "--score.reward", "reward_model",
+        "--data.grow_sources", "12", "--sample.num_samples", "2", "--sample.max_length_ratio", "0.5",
+        "--filter.mode", "percentile", "--filter.thresholds", "0.1", "--filter.percentiles", "50",
+        "--finetune.epochs", "1", "--reward_model.epochs", "1", "--reward_model.d_model", "32",
+        "--reward_model.ffn_dim", "64", "--reward_model.heads", "2", "--reward_model.layers", "1"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    steps = summary["steps"]
+    assert [(s["g"], s["i"], s["control"]) for s in steps] == [(0, 0, False), (1, 1, False), (0, 0, True)]
+    for s in steps:  # the learned reward and the true metric (chrF against the references), side by side
+        assert 0.0 <= s["test_reward"] <= 1.0 and 0.0 <= s["test_true"] <= 1.0 and s["true_metric"] == "chrf"
+    assert "reward_hacking" in summary["verdict"]
+    assert "test true metric" in (out / "summary.md").read_text()

@@ -145,8 +145,11 @@ CASES = [
      r"score\.reward: reward 'no_such_module_xyz:fn' does not import: No module named 'no_such_module_xyz'"),
     ("dotted reward missing function", cfg("score", reward="json:no_such_fn", allow_code_reward=True),
      r"score\.reward: reward 'json:no_such_fn' does not import"),
-    ("reward model without path", cfg("score", reward="reward_model"),
-     r"score\.reward_model_path: is empty but reward=reward_model"),
+    ("true metric not reference-based", cfg("score", true_metric="comet"),
+     r"score\.true_metric: is 'comet'; use chrf or bleu"),
+    ("reward model heads", cfg("reward_model", heads=3), r"reward_model\.heads: must be > 0 and divide d_model \(128\)"),
+    ("unknown hacking action", cfg("loop", on_reward_hacking="ignore"),
+     r"loop\.on_reward_hacking: is 'ignore'; use warn, rollback or stop"),
     ("reward model dir without weights", cfg("score", reward="reward_model", reward_model_path="/nonexistent/rm"),
      r"score\.reward_model_path: /nonexistent/rm: policy directory not found"),
     # -- data files ------------------------------------------------------------------------
