@@ -56,6 +56,8 @@ def _parse(argv):
     ap.add_argument("--keep", default="0.5,0.25", help="share kept at each Improve step (one per step)")
     ap.add_argument("--rm-epochs", type=int, default=2,
                     help="reward-model epochs (held-out τ peaked after epoch 1 in every try; the best epoch is kept)")
+    ap.add_argument("--on-reward-hacking", choices=["warn", "rollback", "stop"], default="rollback",
+                    help="the guard of the learned-reward runs (true metric: chrF on validation)")
     ap.add_argument("--bootstrap-samples", type=int, default=1000, help="paired bootstrap resamples")
     ap.add_argument("--reuse", action="store_true", help="reuse finished stages found in --output-dir")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (numbers are meaningless)")
@@ -200,9 +202,13 @@ def run_case(name: str, data_files: dict, base: str | None, args, out: str) -> d
     eval_cfg = EvaluateConfig(backend="ctranslate2")
     rows = []
 
-    def evaluate_row(label, policy_dir, row):
-        m = staged(row, "evaluate", os.path.join(work, f"bench-eval-{label}.json"),
-                   lambda: evaluate(policy_dir, data.test, eval_cfg, os.path.join(work, f"eval-{label}"),
+    eval_dirs: dict[str, str] = {}
+
+    def evaluate_row(label, policy_dir, row, key=None):
+        key = key or label  # names the record: another policy under the same label needs another key
+        eval_dirs[label] = os.path.join(work, f"eval-{key}")
+        m = staged(row, "evaluate", os.path.join(work, f"bench-eval-{key}.json"),
+                   lambda: evaluate(policy_dir, data.test, eval_cfg, eval_dirs[label],
                                     reward="reward_model", reward_model_path=rm_dir, true_metric="chrf"), reuse)
         row.update(policy=label, path=policy_dir, test_bleu=m["test_bleu"], test_chrf=m["test_chrf"],
                    test_learned_reward=m["test_reward"], test_true_reward=m["test_true"])
@@ -211,9 +217,13 @@ def run_case(name: str, data_files: dict, base: str | None, args, out: str) -> d
 
     evaluate_row("base", base, {"optimizer_steps": 0})
 
-    def rest_run(label, scored_dir, spec, thresholds):
-        policy, steps, row = base, 0, {"thresholds": thresholds, "kept": []}
+    def rest_run(label, scored_dir, spec, thresholds, per_source=False):
+        policy, steps, row = base, 0, {"thresholds": thresholds, "kept": [], "filter": "global"}
         fcfg = FilterConfig(thresholds=thresholds, guard="off")
+        if per_source:  # each source keeps its own top share: source-only text cannot be crowded out
+            row["filter"] = "per-source"
+            fcfg = FilterConfig(mode="percentile", thresholds=[k / 10.0 for k in range(1, len(keep) + 1)],
+                                percentiles=[100.0 * (1.0 - k) for k in keep], guard="off")
         for i in range(1, len(thresholds) + 1):
             fdir, pdir = os.path.join(work, f"{label}-filter-{i}"), os.path.join(work, f"{label}-policy-{i}")
             fs = staged(row, f"filter{i}", os.path.join(work, f"bench-{label}-filter-{i}.json"),
@@ -224,33 +234,42 @@ def run_case(name: str, data_files: dict, base: str | None, args, out: str) -> d
             row["kept"].append({"step": i, "threshold": fs["threshold_used"], "kept_fraction": fs["kept_fraction"],
                                 "kept_references": fs["kept_references"], "kept_samples": fs["kept_samples"],
                                 "valid_reward": info["best_valid_reward"], "valid_true": info.get("best_valid_true"),
-                                "reward_hacking": info.get("reward_hacking")})
+                                "kept_source_only": sum(1 for r in read_jsonl(os.path.join(fdir, "data.jsonl"))
+                                                        if r.get("reference") is None),
+                                "reward_hacking": info.get("reward_hacking"), "rolled_back": info.get("rolled_back")})
             steps += info["optimizer_steps"]
             policy = pdir
         row["optimizer_steps"] = steps
         return evaluate_row(label, policy, row)
 
     chrf_spec = RewardSpec(reward="chrf", true_metric="chrf")
-    learned_spec = RewardSpec(reward="reward_model", reward_model_path=rm_dir, true_metric="chrf")
-    rest_chrf = rest_run("rest-chrf", scored_true, chrf_spec, _quantile_thresholds(scored_true, keep))
-    rest_learned = rest_run("rest-learned", scored_rm, learned_spec, _quantile_thresholds(scored_rm, keep))
+    learned_spec = RewardSpec(reward="reward_model", reward_model_path=rm_dir, true_metric="chrf",
+                              on_reward_hacking=args.on_reward_hacking)
+    guard = "" if args.on_reward_hacking == "warn" else f"-{args.on_reward_hacking}"
+    rest_run("rest-chrf", scored_true, chrf_spec, _quantile_thresholds(scored_true, keep))
+    rest_learned = rest_run("rest-learned" + guard, scored_rm, learned_spec, _quantile_thresholds(scored_rm, keep))
+    rest_run("rest-learned-per-source" + guard, scored_rm, learned_spec, _quantile_thresholds(scored_rm, keep),
+             per_source=True)
 
+    # The control: as many optimizer steps as the learned-reward ReST kept, as many checks.
     ctrl_row = {}
     steps = rest_learned["optimizer_steps"]
+    ctrl_dir = os.path.join(work, f"control-{steps}")
     staged(ctrl_row, "finetune", os.path.join(work, f"bench-control-{steps}.json"),
-           lambda: {k: v for k, v in control(base, data.grow, data.valid, cfg.finetune, steps, os.path.join(work, "control"),
+           lambda: {k: v for k, v in control(base, data.grow, data.valid, cfg.finetune, steps, ctrl_dir,
                                              learned_spec, rest_checks=len(keep) * cfg.finetune.epochs).items()
                     if k not in ("losses", "finetune_config")}, reuse)
     ctrl_row["optimizer_steps"] = steps
-    evaluate_row("control", os.path.join(work, "control"), ctrl_row)
+    evaluate_row("control", ctrl_dir, ctrl_row, key=f"control-{steps}")
 
     def hyps(label):
-        return [r["hypothesis"] for r in read_jsonl(os.path.join(work, f"eval-{label}", "translations.jsonl"))]
+        return [r["hypothesis"] for r in read_jsonl(os.path.join(eval_dirs[label], "translations.jsonl"))]
 
-    refs = [r["reference"] for r in read_jsonl(os.path.join(work, "eval-base", "translations.jsonl"))]
+    refs = [r["reference"] for r in read_jsonl(os.path.join(eval_dirs["base"], "translations.jsonl"))]
+    learned, per_source = "rest-learned" + guard, "rest-learned-per-source" + guard
     paired = {}
-    for cand, baseline in (("rest-learned", "control"), ("rest-learned", "base"), ("rest-chrf", "control"),
-                           ("rest-learned", "rest-chrf"), ("control", "base")):
+    for cand, baseline in ((learned, "control"), (per_source, "control"), (learned, "base"), ("rest-chrf", "control"),
+                           (learned, "rest-chrf"), ("control", "base")):
         paired[f"{cand} vs {baseline}"] = paired_bootstrap(hyps(baseline), hyps(cand), refs, "chrf",
                                                            args.bootstrap_samples)
     return {"case": name, "data": {k: v for k, v in data_files.items() if not isinstance(v, str)},
@@ -275,13 +294,16 @@ def markdown(results: list[dict], quick: bool) -> str:
                   f"Mean learned reward of the grown set by origin: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in (res.get("learned_by_origin") or {}).items()) + ".", "",
                   "| policy | test BLEU | test chrF | learned reward | true reward (chrF) | opt. steps | kept per step "
-                  "| CPU s (finetune + filter) |", "|---|---|---|---|---|---|---|---|"]
+                  "(source-only rows) | guard | CPU s (finetune + filter) |", "|---|---|---|---|---|---|---|---|---|"]
         for r in res["rows"]:
-            kept = ", ".join(f"{k['kept_fraction']:.0%}" for k in r.get("kept", [])) or "–"
+            kept = ", ".join(f"{k['kept_fraction']:.0%} ({k.get('kept_source_only', 0)})"
+                             for k in r.get("kept", [])) or "–"
+            flags = [f"I{k['step']} " + ("rolled back" if k.get("rolled_back") else "flagged")
+                     for k in r.get("kept", []) if k.get("reward_hacking")]
             cpu = sum(v for k, v in r.items() if k.endswith("_cpu_s") and k != "evaluate_cpu_s")
             lines.append(f"| {r['policy']} | {r['test_bleu']:.2f} | {r['test_chrf']:.2f} | "
                          f"{r['test_learned_reward']:.4f} | {r['test_true_reward']:.4f} | {r['optimizer_steps']} | "
-                         f"{kept} | {cpu:.0f} |")
+                         f"{kept} | {', '.join(flags) or '–'} | {cpu:.0f} |")
         lines += ["", "Paired bootstrap (sacrebleu, chrF, 95% CI half-width of each system's mean):", "",
                   "| comparison | candidate chrF | baseline chrF | difference | p-value |", "|---|---|---|---|---|"]
         for k, p in res["paired_bootstrap"].items():

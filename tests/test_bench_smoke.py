@@ -162,10 +162,11 @@ def test_reward_model_bench_quick(tmp_path):
 
     out = tmp_path / "rm"
     (res,) = reward_model.main(["--quick", "--case", "domain", "--output-dir", str(out)])
-    assert [r["policy"] for r in res["rows"]] == ["base", "rest-chrf", "rest-learned", "control"]
+    assert [r["policy"] for r in res["rows"]] == ["base", "rest-chrf", "rest-learned-rollback",
+                                               "rest-learned-per-source-rollback", "control"]
     assert {"kendall_tau", "spearman_rho"} <= set(res["reward_model"])
     assert res["prepared"]["grow"]["source_only_rows"] == 30
-    assert "rest-learned vs control" in res["paired_bootstrap"]
+    assert "rest-learned-rollback vs control" in res["paired_bootstrap"]
     md = (out / "reward_model.md").read_text()
     assert "Kendall τ" in md and (out / "reward_model.png").exists()
     # A re-run with --reuse loads every stage and gives the same table.
