@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import default_policy, machine, staged  # noqa: E402
 
 BEST_OF = (1, 4, 16, 64)
-HACKING_BLEU_DROP = 0.5
+HACKING_DROP = 0.5  # points of the other metric (BLEU or chrF)
 
 
 def _parse(argv):
@@ -207,23 +207,34 @@ def run(args) -> dict:
                valid_reward=info["best_valid_reward"], start_valid_reward=info["start_valid_reward"])
     rows.append(_evaluate(row["path"], data, cfg, os.path.join(work, "eval-control"), row))
 
-    flag_reward_hacking(rows)
+    flag_reward_hacking(rows, reward)
     result = {"bench": "quality", "machine": machine(), "policy": args.policy, "reward": reward,
               "other_metric": "BLEU" if reward == "chrf" else "chrF", "quick": args.quick,
               "config": dataclasses.asdict(cfg), "rows": rows, "best_of_n": best_of_n_summary(rows, final),
-              "wall_s": round(time.time() - t_start, 1), "data": read_json(os.path.join(work, "data", "stats.json"))}
+              "wall_s": _wall(rows, time.time() - t_start), "data": read_json(os.path.join(work, "data", "stats.json"))}
     write_outputs(result, out)
     return result
 
 
-def flag_reward_hacking(rows: list[dict]) -> None:
-    """A step hacks the reward when its training (validation) reward rose but test BLEU fell > 0.5 vs BC."""
+def _wall(rows: list[dict], elapsed: float) -> float:
+    """This run's wall time; with --reuse, the stages' recorded wall times summed (reused stages took ~0 s now)."""
+    if not REUSE:
+        return round(elapsed, 1)
+    return round(sum(v for r in rows for k, v in r.items() if k.endswith("_wall_s")), 1)
+
+
+def flag_reward_hacking(rows: list[dict], reward: str = "chrf") -> None:
+    """A step hacks the reward when its training (validation) reward rose but the other test metric fell > 0.5 vs BC.
+
+    The other metric is BLEU for a chrF reward and chrF for a BLEU reward.
+    """
+    other = "test_chrf" if reward == "bleu" else "test_bleu"
     bc = rows[0]
     for r in rows[1:]:
         up = r.get("valid_reward") is not None and r.get("start_valid_reward") is not None and \
             r["valid_reward"] > r["start_valid_reward"]
-        r["bleu_change_vs_bc"] = r["test_bleu"] - bc["test_bleu"]
-        r["reward_hacking"] = bool(up and r["bleu_change_vs_bc"] < -HACKING_BLEU_DROP)
+        r["other_change_vs_bc"] = r[other] - bc[other]
+        r["reward_hacking"] = bool(up and r["other_change_vs_bc"] < -HACKING_DROP)
 
 
 def best_of_n_summary(rows: list[dict], final_path: str) -> dict:
@@ -269,8 +280,8 @@ def markdown(result: dict) -> str:
         lines += ["", f"Smallest N at which ReST reaches BC's best-of-{ns[-1]} ({b['bc_best_of_max']:.4f}): "
                   + (f"**{reach}**" if reach else f"not reached within N ≤ {ns[-1]}") + "."]
     flagged = [r["policy"] for r in result["rows"] if r.get("reward_hacking")]
-    lines += ["", "Reward hacking (validation reward up, test BLEU down by more than "
-              f"{HACKING_BLEU_DROP} vs BC): " + (", ".join(flagged) if flagged else "none") + "."]
+    lines += ["", f"Reward hacking (validation reward up, test {other} down by more than "
+              f"{HACKING_DROP} vs BC): " + (", ".join(flagged) if flagged else "none") + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -172,3 +172,14 @@ def test_reward_model_bench_quick(tmp_path):
     # A re-run with --reuse loads every stage and gives the same table.
     (again,) = reward_model.main(["--quick", "--case", "domain", "--output-dir", str(out), "--reuse"])
     assert [r["test_chrf"] for r in again["rows"]] == [r["test_chrf"] for r in res["rows"]]
+
+
+def test_quality_hacking_flag_watches_chrf_when_the_reward_is_bleu():
+    import quality
+
+    rows = [{"policy": "BC", "test_bleu": 15.0, "test_chrf": 41.0},
+            {"policy": "ReST", "test_bleu": 17.0, "test_chrf": 40.0, "valid_reward": 0.21, "start_valid_reward": 0.19}]
+    quality.flag_reward_hacking(rows, "bleu")
+    assert rows[1]["reward_hacking"] and rows[1]["other_change_vs_bc"] == -1.0
+    quality.flag_reward_hacking(rows, "chrf")
+    assert not rows[1]["reward_hacking"]
