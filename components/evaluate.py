@@ -12,19 +12,16 @@ def evaluate_op(config: dict, score_config: dict, label: str, grow_step: int, im
     """Test-set BLEU/chrF/reward of a policy; appends its row to the run's report."""
     import os
 
-    from rest.config import EvaluateConfig, ScoreConfig, section_from_dict
+    from rest.config import EvaluateConfig, section_from_dict
     from rest.evaluate import evaluate
     from rest.io import read_json
     from rest.policy import policy_info
+    from rest.runtime import score_config as score_section
     from rest.runtime import step
     from rest.summary import append_row, make_row
 
     cfg = section_from_dict(EvaluateConfig, config, "evaluate")
-    score_cfg = section_from_dict(ScoreConfig, score_config, "score")
-    if reward_model is not None:  # trained earlier in this run
-        from dataclasses import replace
-
-        score_cfg = replace(score_cfg, reward_model_path=reward_model.path)
+    score_cfg = score_section(score_config, reward_model)
     with step("evaluate", g=grow_step, i=improve_step) as s:
         m = evaluate(policy.path, os.path.join(data.path, "test.jsonl"), cfg, os.path.join(report.path, "eval"),
                      reward=score_cfg.reward, reward_model_path=score_cfg.reward_model_path,

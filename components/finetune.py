@@ -10,17 +10,15 @@ def finetune_op(config: dict, score_config: dict, on_reward_hacking: str, hackin
                 improved: Output[Model], reward_model: Input[Model] = None):
     """Improve: NLL fine-tune on the filtered set, continuing from the previous policy (with the hacking guard)."""
     import os
-    from dataclasses import replace
 
-    from rest.config import FinetuneConfig, ScoreConfig, section_from_dict
+    from rest.config import FinetuneConfig, section_from_dict
     from rest.finetune import RewardSpec, improve
+    from rest.runtime import score_config as score_section
     from rest.runtime import step
 
     cfg = section_from_dict(FinetuneConfig, config, "finetune")
-    reward = replace(RewardSpec.from_configs(section_from_dict(ScoreConfig, score_config, "score")),
-                     on_reward_hacking=on_reward_hacking, hacking_tolerance=hacking_tolerance)
-    if reward_model is not None:  # trained earlier in this run
-        reward = replace(reward, reward_model_path=reward_model.path)
+    reward = RewardSpec.from_config(score_section(score_config, reward_model), on_reward_hacking=on_reward_hacking,
+                                    hacking_tolerance=hacking_tolerance)
     with step("finetune", g=grow_step, i=improve_step) as s:
         info = improve(policy.path, filtered.path, os.path.join(data.path, "valid.jsonl"), cfg, improve_step,
                        improved.path, reward=reward, checkpoint_dir=improved.path + ".ckpt",
@@ -43,18 +41,15 @@ def control_op(config: dict, score_config: dict, improve_steps: int, bc_policy: 
     """References-only control: BC continued on the Grow sources' references for as many steps as ReST took."""
     import os
 
-    from rest.config import FinetuneConfig, ScoreConfig, section_from_dict
+    from rest.config import FinetuneConfig, section_from_dict
     from rest.finetune import RewardSpec
     from rest.finetune import control as run_control
     from rest.policy import policy_info
+    from rest.runtime import score_config as score_section
     from rest.runtime import step
 
     cfg = section_from_dict(FinetuneConfig, config, "finetune")
-    reward = RewardSpec.from_configs(section_from_dict(ScoreConfig, score_config, "score"))
-    if reward_model is not None:
-        from dataclasses import replace
-
-        reward = replace(reward, reward_model_path=reward_model.path)
+    reward = RewardSpec.from_config(score_section(score_config, reward_model))
     total = int(policy_info(last_policy.path).get("optimizer_steps_since_bc", 0))
     with step("control") as s:
         info = run_control(bc_policy.path, os.path.join(data.path, "grow.jsonl"), os.path.join(data.path, "valid.jsonl"),

@@ -125,10 +125,33 @@ def load_pairs(uri: str, cfg: DataConfig, require_target: bool = True) -> list[d
 
     Rejects empty text, over-long rows and duplicated ids with the file and line.
     """
+    return _checked_rows(uri, _raw_rows(resolve_uri(uri), cfg, require_target), cfg, require_target,
+                         "no data rows; the file holds only a header or blank lines")
+
+
+def load_sources(uri: str, cfg: DataConfig) -> list[dict]:
+    """Load source-only text (no references); rows are ``{"id", "source", "target": ""}``.
+
+    A ``.txt`` file holds one sentence per line; TSV/JSONL files need only the source
+    column. Empty lines are skipped; over-long rows and duplicated ids are errors.
+    """
     path = resolve_uri(uri)
+    name = path[:-3] if path.endswith(".gz") else path
+    if name.endswith(".txt"):
+        raw = ((lineno, None, line, "") for lineno, line in _lines(path))
+    else:
+        # The same readers as parallel data, with the target column optional (and ignored).
+        raw = ((lineno, rid, src, "") for lineno, rid, src, _ in _raw_rows(path, cfg, require_target=False))
+    return _checked_rows(uri, (r for r in raw if r[2].strip()), cfg, False,
+                         "no source sentences; data.sources needs one sentence per line (.txt) "
+                         f"or a {cfg.source_column!r} column (TSV/JSONL)")
+
+
+def _checked_rows(uri: str, raw, cfg: DataConfig, require_target: bool, if_empty: str) -> list[dict]:
+    """Normalise whitespace and check every (line, id, source, target): empty text, length, unique ids."""
     base = os.path.basename(uri)
     rows, seen = [], {}
-    for lineno, rid, src, tgt in _raw_rows(path, cfg):
+    for lineno, rid, src, tgt in raw:
         src, tgt = " ".join(src.split()), " ".join(tgt.split())
         if not src:
             raise DataError(f"{uri}:{lineno}: empty source text in column {cfg.source_column!r}")
@@ -149,40 +172,7 @@ def load_pairs(uri: str, cfg: DataConfig, require_target: bool = True) -> list[d
         seen[rid] = lineno
         rows.append({"id": rid, "source": src, "target": tgt})
     if not rows:
-        raise DataError(f"{uri}: no data rows; the file holds only a header or blank lines")
-    return rows
-
-
-def load_sources(uri: str, cfg: DataConfig) -> list[dict]:
-    """Load source-only text (no references); rows are ``{"id", "source", "target": ""}``.
-
-    A ``.txt`` file holds one sentence per line; TSV/JSONL files need only the source
-    column. Empty lines are skipped; over-long rows and duplicated ids are errors.
-    """
-    path = resolve_uri(uri)
-    base = os.path.basename(uri)
-    rows, seen = [], {}
-    name = path[:-3] if path.endswith(".gz") else path
-    if name.endswith(".txt"):
-        raw = ((lineno, None, line) for lineno, line in _lines(path))
-    else:
-        # The same readers as parallel data, with the target column optional (and ignored).
-        raw = ((lineno, rid, src) for lineno, rid, src, _ in _raw_rows(path, cfg, require_target=False))
-    for lineno, rid, src in raw:
-        src = " ".join(src.split())
-        if not src:
-            continue
-        if len(src.split()) > cfg.max_words or len(src) > cfg.max_words * MAX_CHARS_PER_WORD:
-            raise DataError(f"{uri}:{lineno}: source has {len(src.split())} words / {len(src)} characters, over "
-                            f"data.max_words={cfg.max_words}; split it or raise the limit")
-        rid = rid if rid else f"{base}:{lineno}"
-        if rid in seen:
-            raise DataError(f"{uri}:{lineno}: id {rid!r} already used on line {seen[rid]}; ids must be unique")
-        seen[rid] = lineno
-        rows.append({"id": rid, "source": src, "target": ""})
-    if not rows:
-        raise DataError(f"{uri}: no source sentences; data.sources needs one sentence per line (.txt) "
-                        f"or a {cfg.source_column!r} column (TSV/JSONL)")
+        raise DataError(f"{uri}: {if_empty}")
     return rows
 
 

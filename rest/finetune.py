@@ -37,12 +37,10 @@ class RewardSpec:
     hacking_tolerance: float = 0.002
 
     @classmethod
-    def from_configs(cls, score_cfg, loop_cfg=None) -> "RewardSpec":
-        """From the run's ``score`` (and ``loop``) config sections."""
-        extra = {} if loop_cfg is None else {"on_reward_hacking": loop_cfg.on_reward_hacking,
-                                             "hacking_tolerance": loop_cfg.hacking_tolerance}
+    def from_config(cls, score_cfg, **guard) -> "RewardSpec":
+        """From the run's ``score`` section; ``guard``: on_reward_hacking, hacking_tolerance."""
         return cls(reward=score_cfg.reward, reward_model_path=score_cfg.reward_model_path,
-                   allow_code_reward=score_cfg.allow_code_reward, true_metric=score_cfg.true_metric, **extra)
+                   allow_code_reward=score_cfg.allow_code_reward, true_metric=score_cfg.true_metric, **guard)
 
     def functions(self):
         """(training reward function, true metric function or None)."""

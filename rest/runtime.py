@@ -31,6 +31,16 @@ def setup_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def score_config(config: dict, reward_model=None):
+    """The run's ``score`` section; a reward model trained earlier in the run (a KFP input) replaces its path."""
+    from dataclasses import replace
+
+    from .config import ScoreConfig, section_from_dict
+
+    cfg = section_from_dict(ScoreConfig, config, "score")
+    return cfg if reward_model is None else replace(cfg, reward_model_path=reward_model.path)
+
+
 def pipeline_run() -> str:
     return os.environ.get("REST_PIPELINE_RUN", "") or "local"
 
