@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 
@@ -56,17 +57,37 @@ def evaluate(policy_dir: str, test_path: str, cfg: EvaluateConfig, out_dir: str,
     return metrics
 
 
+def expected_best_of(rewards: list[float], m: int) -> float:
+    """Expected best reward among ``m`` of the ``n`` samples drawn without replacement (unbiased).
+
+    With the rewards sorted ascending, the i-th smallest (0-based) is the best of a random
+    m-subset in C(i, m-1) of the C(n, m) subsets. Taking "the first m" instead would depend
+    on the order a backend returns its samples in (CTranslate2 returns them sorted by
+    likelihood, which inflates small m).
+    """
+    n = len(rewards)
+    if not 1 <= m <= n:
+        raise ValueError(f"best-of-{m} needs 1 <= m <= {n} samples")
+    ordered = sorted(rewards)
+    return sum(ordered[i] * math.comb(i, m - 1) for i in range(m - 1, n)) / math.comb(n, m)
+
+
 def best_of_n(model, tokenizer, rows, reward_fn, n: int, batch_sentences: int = 64, seed: int = 0,
-              backend: str = "hf") -> dict:
-    """Mean over sources of the best reward among ``n`` samples (T = 1.0), and the curve for 1, 2, 4, .. n."""
+              backend: str = "hf", temperature: float = 1.0) -> dict:
+    """Mean over sources of the best reward among ``n`` samples, and the curve for 1, 2, 4, .. n.
+
+    Each point of the curve is the unbiased estimate from all ``n`` samples of a source
+    (:func:`expected_best_of`), so the curve is smooth and does not depend on sample order.
+    """
     sources, refs = [r["source"] for r in rows], [r["target"] for r in rows]
-    outs = generate_with(backend)(model, tokenizer, sources, mode="sample", num_return=n, temperature=1.0,
+    outs = generate_with(backend)(model, tokenizer, sources, mode="sample", num_return=n, temperature=temperature,
                                   batch_sentences=batch_sentences, seed=seed, progress=f"best-of-{n}")
     flat = compute(reward_fn, [s for s in sources for _ in range(n)], [c for cs in outs for c in cs],
                    [t for t in refs for _ in range(n)])
     per_source = [flat[k * n:(k + 1) * n] for k in range(len(sources))]
     curve, m = {}, 1
     while m <= n:
-        curve[str(m)] = sum(max(v[:m]) for v in per_source) / len(per_source)
+        curve[str(m)] = sum(expected_best_of(v, m) for v in per_source) / len(per_source)
         m *= 2
-    return {"best_of_n": n, "best_of_n_reward": curve[str(max(int(k) for k in curve))], "best_of_n_curve": curve}
+    return {"best_of_n": n, "best_of_n_reward": curve[str(max(int(k) for k in curve))], "best_of_n_curve": curve,
+            "best_of_n_temperature": temperature}
