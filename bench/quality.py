@@ -27,13 +27,14 @@ import argparse
 import dataclasses
 import json
 import os
+import random
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import default_policy, machine, staged  # noqa: E402
 
-BEST_OF = (1, 4, 16, 64)
+BEST_OF = (1, 2, 4, 8, 16, 32, 64)  # the curve is estimated from all 64 samples at each N
 HACKING_DROP = 0.5  # points of the other metric (BLEU or chrF)
 
 
@@ -54,8 +55,8 @@ def _parse(argv):
     ap.add_argument("--backend", choices=["hf", "ctranslate2"], help="generation backend for Grow and evaluation")
     ap.add_argument("--max-test", type=int, help="test sentences (0 = all)")
     ap.add_argument("--best-of", default=",".join(map(str, BEST_OF)), help="N values for best-of-N")
-    ap.add_argument("--best-of-sources", type=int, default=300,
-                    help="test sentences used for best-of-N (0 = all; N=64 samples each is the slowest stage)")
+    ap.add_argument("--best-of-sources", type=int, default=0,
+                    help="test sentences used for best-of-N (0 = all; ~2 min per policy for 1,160 × 64 on CTranslate2)")
     ap.add_argument("--quick", action="store_true",
                     help="tiny smoke run: 40 Grow sources, 2 samples, 24 test sentences, 2 thresholds, "
                          "best-of up to 4, G=1 (numbers are meaningless, the wiring is tested)")
@@ -120,11 +121,14 @@ def _evaluate(policy_dir, data, cfg, out_dir, row, best_of=None, best_of_sources
         def run_best_of():
             model, tok = load_policy(policy_dir)
             return best_of_n(model, tok, test_rows, get_reward(cfg.score.reward), n, cfg.evaluate.batch_sentences,
-                             seed=cfg.sample.seed, backend=cfg.evaluate.backend)
+                             seed=cfg.sample.seed, backend=cfg.evaluate.backend, keep_rewards=True)
 
-        r = _stage(row, "best_of_n", os.path.join(out_dir, f"bench-best-of-{n}-{len(test_rows)}.json"), run_best_of)
+        # "unbiased" in the name: records of the earlier first-m estimate are not reused.
+        r = _stage(row, "best_of_n", os.path.join(out_dir, f"bench-best-of-{n}-{len(test_rows)}-unbiased.json"),
+                   run_best_of)
         # best_of_n reports 1, 2, 4, .. n: keep the asked N (all powers of two here).
         row["best_of_n"] = {str(k): r["best_of_n_curve"][str(k)] for k in best_of if str(k) in r["best_of_n_curve"]}
+        row["best_of_n_rewards"] = r["best_of_n_rewards"]  # used by best_of_n_summary, not written to the report
     return row
 
 
@@ -210,7 +214,8 @@ def run(args) -> dict:
     flag_reward_hacking(rows, reward)
     result = {"bench": "quality", "machine": machine(), "policy": args.policy, "reward": reward,
               "other_metric": "BLEU" if reward == "chrf" else "chrF", "quick": args.quick,
-              "config": dataclasses.asdict(cfg), "rows": rows, "best_of_n": best_of_n_summary(rows, final),
+              "config": dataclasses.asdict(cfg), "best_of_n": best_of_n_summary(rows, final),
+              "rows": [{k: v for k, v in r.items() if k != "best_of_n_rewards"} for r in rows],
               "wall_s": _wall(rows, time.time() - t_start), "data": read_json(os.path.join(work, "data", "stats.json"))}
     write_outputs(result, out)
     return result
@@ -237,16 +242,36 @@ def flag_reward_hacking(rows: list[dict], reward: str = "chrf") -> None:
         r["reward_hacking"] = bool(up and r["other_change_vs_bc"] < -HACKING_DROP)
 
 
-def best_of_n_summary(rows: list[dict], final_path: str) -> dict:
+def best_of_n_summary(rows: list[dict], final_path: str, resamples: int = 1000, seed: int = 0) -> dict:
+    """BC's and the final ReST policy's best-of-N curves; the smallest N (any integer) at which
+    ReST reaches BC's best-of-max, with a paired bootstrap interval over test sentences."""
+    from rest.evaluate import mean_best_of, smallest_n_reaching
+
     bc = rows[0].get("best_of_n") or {}
     rest_row = next((r for r in rows if r.get("path") == final_path and r.get("best_of_n")), None)
     rest = rest_row.get("best_of_n") if rest_row else {}
     target = bc.get(str(max(map(int, bc)))) if bc else None
-    reach = None
-    if target is not None and rest:
-        reach = next((int(n) for n in sorted(rest, key=int) if rest[n] >= target), None)
-    return {"bc": bc, "rest": rest, "rest_policy": rest_row["policy"] if rest_row else None,
-            "bc_best_of_max": target, "smallest_n_rest_reaches_bc_max": reach}
+    out = {"bc": bc, "rest": rest, "rest_policy": rest_row["policy"] if rest_row else None,
+           "bc_best_of_max": target, "smallest_n_rest_reaches_bc_max": None, "interval_95": None}
+    if target is None or not rest:
+        return out
+    bc_rewards, rest_rewards = rows[0].get("best_of_n_rewards"), rest_row.get("best_of_n_rewards")
+    if not (bc_rewards and rest_rewards):  # only the curve's grid points are known
+        out["smallest_n_rest_reaches_bc_max"] = next((int(n) for n in sorted(rest, key=int) if rest[n] >= target), None)
+        return out
+    n_max = min(len(v) for v in bc_rewards)
+    out["smallest_n_rest_reaches_bc_max"] = smallest_n_reaching(rest_rewards, target)
+    # Resample test sentences (the same ones for both policies); "not reached" counts as n_max + 1.
+    rng, found = random.Random(seed), []
+    for _ in range(resamples):
+        idx = [rng.randrange(len(bc_rewards)) for _ in bc_rewards]
+        t = mean_best_of([bc_rewards[i] for i in idx], n_max)
+        found.append(smallest_n_reaching([rest_rewards[i] for i in idx], t) or n_max + 1)
+    found.sort()
+    lo, hi = found[int(0.025 * resamples)], found[min(resamples - 1, int(0.975 * resamples))]
+    out.update(interval_95=[lo, hi if hi <= n_max else None], resamples=resamples,
+               share_of_resamples_below_max=sum(n < n_max for n in found) / resamples)
+    return out
 
 
 def markdown(result: dict) -> str:
@@ -276,9 +301,14 @@ def markdown(result: dict) -> str:
                   "| BC | " + " | ".join(f"{b['bc'][n]:.4f}" for n in ns) + " |"]
         if b["rest"]:
             lines.append(f"| {b['rest_policy']} | " + " | ".join(f(b["rest"].get(n), ".4f") for n in ns) + " |")
-        reach = b["smallest_n_rest_reaches_bc_max"]
+        reach, ci = b["smallest_n_rest_reaches_bc_max"], b.get("interval_95")
+        ci_text = ""
+        if ci:
+            ci_text = (f" (paired bootstrap over test sentences, {b['resamples']} resamples: 95 % interval "
+                       f"{ci[0]}–{ci[1] if ci[1] else f'not reached by {ns[-1]}'}; N < {ns[-1]} in "
+                       f"{b['share_of_resamples_below_max']:.0%} of resamples)")
         lines += ["", f"Smallest N at which ReST reaches BC's best-of-{ns[-1]} ({b['bc_best_of_max']:.4f}): "
-                  + (f"**{reach}**" if reach else f"not reached within N ≤ {ns[-1]}") + "."]
+                  + (f"**{reach}**" if reach else f"not reached within N ≤ {ns[-1]}") + ci_text + "."]
     flagged = [r["policy"] for r in result["rows"] if r.get("reward_hacking")]
     lines += ["", f"Reward hacking (validation reward up, test {other} down by more than "
               f"{HACKING_DROP} vs BC): " + (", ".join(flagged) if flagged else "none") + "."]

@@ -72,12 +72,25 @@ def expected_best_of(rewards: list[float], m: int) -> float:
     return sum(ordered[i] * math.comb(i, m - 1) for i in range(m - 1, n)) / math.comb(n, m)
 
 
+def mean_best_of(per_source: list[list[float]], m: int) -> float:
+    """Mean over sources of :func:`expected_best_of` at ``m`` samples."""
+    return sum(expected_best_of(v, m) for v in per_source) / len(per_source)
+
+
+def smallest_n_reaching(per_source: list[list[float]], target: float) -> int | None:
+    """The smallest N (1 .. samples per source) whose mean best-of-N reward reaches ``target``; None if none does."""
+    n = min(len(v) for v in per_source)
+    return next((m for m in range(1, n + 1) if mean_best_of(per_source, m) >= target), None)
+
+
 def best_of_n(model, tokenizer, rows, reward_fn, n: int, batch_sentences: int = 64, seed: int = 0,
-              backend: str = "hf", temperature: float = 1.0) -> dict:
+              backend: str = "hf", temperature: float = 1.0, keep_rewards: bool = False) -> dict:
     """Mean over sources of the best reward among ``n`` samples, and the curve for 1, 2, 4, .. n.
 
     Each point of the curve is the unbiased estimate from all ``n`` samples of a source
     (:func:`expected_best_of`), so the curve is smooth and does not depend on sample order.
+    ``keep_rewards`` also returns every sample's reward per source (``best_of_n_rewards``),
+    for comparisons at any N and bootstrap intervals.
     """
     sources, refs = [r["source"] for r in rows], [r["target"] for r in rows]
     outs = generate_with(backend)(model, tokenizer, sources, mode="sample", num_return=n, temperature=temperature,
@@ -87,7 +100,10 @@ def best_of_n(model, tokenizer, rows, reward_fn, n: int, batch_sentences: int = 
     per_source = [flat[k * n:(k + 1) * n] for k in range(len(sources))]
     curve, m = {}, 1
     while m <= n:
-        curve[str(m)] = sum(expected_best_of(v, m) for v in per_source) / len(per_source)
+        curve[str(m)] = mean_best_of(per_source, m)
         m *= 2
-    return {"best_of_n": n, "best_of_n_reward": curve[str(max(int(k) for k in curve))], "best_of_n_curve": curve,
-            "best_of_n_temperature": temperature}
+    out = {"best_of_n": n, "best_of_n_reward": curve[str(max(int(k) for k in curve))], "best_of_n_curve": curve,
+           "best_of_n_temperature": temperature}
+    if keep_rewards:
+        out["best_of_n_rewards"] = per_source
+    return out

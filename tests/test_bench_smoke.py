@@ -127,6 +127,25 @@ def test_quality_report_flags_hacking_and_best_of_n(tmp_path):
     assert (tmp_path / "q.png").stat().st_size > 1000
 
 
+def test_quality_best_of_n_summary_finds_n_between_grid_points():
+    """With every sample's reward kept, the N is searched at every integer, with a bootstrap interval."""
+    import quality
+
+    # BC: one good sample in eight per sentence (best-of-8 = 1.0); ReST: three in eight.
+    bc = [[0.0] * 7 + [1.0] for _ in range(20)]
+    rest = [[0.0] * 5 + [1.0] * 3 for _ in range(20)]
+    rows = [{"policy": "BC", "path": "bc", "best_of_n": {"1": 0.125, "8": 1.0}, "best_of_n_rewards": bc},
+            {"policy": "ReST", "path": "p", "best_of_n": {"1": 0.375, "8": 1.0}, "best_of_n_rewards": rest}]
+    summary = quality.best_of_n_summary(rows, "p", resamples=50)
+    # ReST reaches 1.0 only when every subset holds a good sample: N >= 6 (5 bad ones).
+    assert summary["smallest_n_rest_reaches_bc_max"] == 6
+    assert summary["interval_95"] == [6, 6] and summary["share_of_resamples_below_max"] == 1.0
+    md = quality.markdown({"policy": "bc", "reward": "chrf", "other_metric": "BLEU", "quick": False,
+                           "rows": [{"policy": "BC", "test_reward": 0.5, "test_bleu": 20.0, "test_chrf": 45.0}],
+                           "best_of_n": summary, "wall_s": 1.0, "data": {"test": {"rows": 20}, "grow": {"rows": 5}}})
+    assert "**6** (paired bootstrap over test sentences, 50 resamples: 95 % interval 6–6" in md
+
+
 def test_ctranslate2_sampling_accepts_large_seeds(tiny_policy):
     """Grow derives seeds far above 2**32 (seed × primes + offsets); the backend must take them."""
     from rest import fast_generate

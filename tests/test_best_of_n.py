@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from rest.evaluate import expected_best_of
+from rest.evaluate import expected_best_of, mean_best_of, smallest_n_reaching
 
 
 def brute_force(rewards, m):
@@ -29,3 +29,13 @@ def test_expected_best_of_ignores_order_and_ends_at_max():
 def test_expected_best_of_rejects_m_out_of_range():
     with pytest.raises(ValueError, match="1 <= m <= 3"):
         expected_best_of([0.1, 0.2, 0.3], 4)
+
+
+def test_smallest_n_reaching_searches_every_n():
+    sharp = [[0.5] * 8, [0.6] * 8]                      # every sample equal: best-of-N is flat
+    broad = [[0.0] * 7 + [1.0], [0.0] * 7 + [1.0]]      # one good sample in eight
+    assert smallest_n_reaching(sharp, 0.55) == 1
+    assert smallest_n_reaching(sharp, 0.56) is None
+    target = mean_best_of(broad, 8)
+    assert target == 1.0
+    assert smallest_n_reaching(broad, 0.5) == 4         # C(7,4)/C(8,4) = 1/2 of 4-subsets miss it
