@@ -57,6 +57,9 @@ def _parse(argv):
     ap.add_argument("--best-of", default=",".join(map(str, BEST_OF)), help="N values for best-of-N")
     ap.add_argument("--best-of-sources", type=int, default=0,
                     help="test sentences used for best-of-N (0 = all; ~2 min per policy for 1,160 × 64 on CTranslate2)")
+    ap.add_argument("--skip-unfiltered", action="store_true",
+                    help="leave out the G=1 I=0 row (BC on the whole unfiltered grown set: the slowest "
+                         "fine-tune when Grow samples all training sources)")
     ap.add_argument("--quick", action="store_true",
                     help="tiny smoke run: 40 Grow sources, 2 samples, 24 test sentences, 2 thresholds, "
                          "best-of up to 4, G=1 (numbers are meaningless, the wiring is tested)")
@@ -171,7 +174,7 @@ def run(args) -> dict:
         ss = _stage(grow_row, "score", os.path.join(gdir, "bench-score.json"),
                     lambda: score(os.path.join(gdir, "sample"), cfg.score, os.path.join(gdir, "score")))
         grow_row["grown_mean_reward"] = ss["mean_reward"]
-        if g == 1:
+        if g == 1 and not args.skip_unfiltered:
             # G=1 I=0: BC fine-tuned on everything grown, unfiltered (same settings as Improve step 1).
             row = {"policy": "ReST G=1 I=0 (unfiltered)", "g": 1, "i": 0, "kept_fraction": 1.0, **grow_row}
             unfiltered = os.path.join(gdir, "unfiltered")
@@ -185,7 +188,7 @@ def run(args) -> dict:
             rows.append(_evaluate(row["path"], data, cfg, os.path.join(gdir, "eval-i0"), row))
         for i in range(1, cfg.filter.improve_steps + 1):
             # The Grow stage's CPU seconds show on the first row of that Grow step.
-            row = {"policy": f"ReST G={g} I={i}", "g": g, "i": i, **(grow_row if i == 1 and g > 1 else {})}
+            row = {"policy": f"ReST G={g} I={i}", "g": g, "i": i, **(grow_row if i == 1 and (g > 1 or args.skip_unfiltered) else {})}
             fdir, pdir = os.path.join(gdir, f"filter-{i}"), os.path.join(gdir, f"policy-{i}")
             fs = _stage(row, "filter", os.path.join(gdir, f"bench-filter-{i}.json"),
                         lambda: filter_scored(os.path.join(gdir, "score"), cfg.filter, i, fdir))
