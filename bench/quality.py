@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import json
 import os
-import random
 import sys
 import time
 
@@ -248,7 +247,9 @@ def flag_reward_hacking(rows: list[dict], reward: str = "chrf") -> None:
 def best_of_n_summary(rows: list[dict], final_path: str, resamples: int = 1000, seed: int = 0) -> dict:
     """BC's and the final ReST policy's best-of-N curves; the smallest N (any integer) at which
     ReST reaches BC's best-of-max, with a paired bootstrap interval over test sentences."""
-    from rest.evaluate import mean_best_of, smallest_n_reaching
+    import numpy as np
+
+    from rest.evaluate import best_of_table, smallest_n_reaching
 
     bc = rows[0].get("best_of_n") or {}
     rest_row = next((r for r in rows if r.get("path") == final_path and r.get("best_of_n")), None)
@@ -265,11 +266,12 @@ def best_of_n_summary(rows: list[dict], final_path: str, resamples: int = 1000, 
     n_max = min(len(v) for v in bc_rewards)
     out["smallest_n_rest_reaches_bc_max"] = smallest_n_reaching(rest_rewards, target)
     # Resample test sentences (the same ones for both policies); "not reached" counts as n_max + 1.
-    rng, found = random.Random(seed), []
+    bc_table, rest_table = best_of_table(bc_rewards), best_of_table(rest_rewards)
+    rng, found = np.random.default_rng(seed), []
     for _ in range(resamples):
-        idx = [rng.randrange(len(bc_rewards)) for _ in bc_rewards]
-        t = mean_best_of([bc_rewards[i] for i in idx], n_max)
-        found.append(smallest_n_reaching([rest_rewards[i] for i in idx], t) or n_max + 1)
+        idx = rng.integers(0, len(bc_rewards), len(bc_rewards))
+        t = bc_table[idx, n_max - 1].mean()
+        found.append(smallest_n_reaching(rest_table[idx], t) or n_max + 1)
     found.sort()
     lo, hi = found[int(0.025 * resamples)], found[min(resamples - 1, int(0.975 * resamples))]
     out.update(interval_95=[lo, hi if hi <= n_max else None], resamples=resamples,

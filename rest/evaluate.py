@@ -6,6 +6,8 @@ import math
 import os
 import time
 
+import numpy as np
+
 from sacrebleu.metrics import BLEU, CHRF
 
 from .config import EvaluateConfig
@@ -68,19 +70,31 @@ def expected_best_of(rewards: list[float], m: int) -> float:
     n = len(rewards)
     if not 1 <= m <= n:
         raise ValueError(f"best-of-{m} needs 1 <= m <= {n} samples")
-    ordered = sorted(rewards)
-    return sum(ordered[i] * math.comb(i, m - 1) for i in range(m - 1, n)) / math.comb(n, m)
+    return float(best_of_table([rewards])[0, m - 1])
+
+
+def best_of_table(per_source: list[list[float]]) -> np.ndarray:
+    """Matrix [source, m-1] of :func:`expected_best_of` for every m = 1 .. n (n samples per source)."""
+    rewards = np.sort(np.asarray(per_source, dtype=float), axis=1)
+    n = rewards.shape[1]
+    # weights[m-1, i] = C(i, m-1) / C(n, m): the chance the i-th smallest is the best of an m-subset.
+    weights = np.array([[math.comb(i, m - 1) / math.comb(n, m) for i in range(n)] for m in range(1, n + 1)])
+    return rewards @ weights.T
 
 
 def mean_best_of(per_source: list[list[float]], m: int) -> float:
     """Mean over sources of :func:`expected_best_of` at ``m`` samples."""
-    return sum(expected_best_of(v, m) for v in per_source) / len(per_source)
+    return float(best_of_table(per_source)[:, m - 1].mean())
 
 
-def smallest_n_reaching(per_source: list[list[float]], target: float) -> int | None:
-    """The smallest N (1 .. samples per source) whose mean best-of-N reward reaches ``target``; None if none does."""
-    n = min(len(v) for v in per_source)
-    return next((m for m in range(1, n + 1) if mean_best_of(per_source, m) >= target), None)
+def smallest_n_reaching(per_source, target: float) -> int | None:
+    """The smallest N (1 .. samples per source) whose mean best-of-N reward reaches ``target``; None if none does.
+
+    ``per_source`` is a list of reward lists or a :func:`best_of_table` matrix.
+    """
+    table = per_source if isinstance(per_source, np.ndarray) else best_of_table(per_source)
+    reached = np.flatnonzero(table.mean(axis=0) >= target)
+    return int(reached[0]) + 1 if reached.size else None
 
 
 def best_of_n(model, tokenizer, rows, reward_fn, n: int, batch_sentences: int = 64, seed: int = 0,
@@ -98,9 +112,9 @@ def best_of_n(model, tokenizer, rows, reward_fn, n: int, batch_sentences: int = 
     flat = compute(reward_fn, [s for s in sources for _ in range(n)], [c for cs in outs for c in cs],
                    [t for t in refs for _ in range(n)])
     per_source = [flat[k * n:(k + 1) * n] for k in range(len(sources))]
-    curve, m = {}, 1
+    table, curve, m = best_of_table(per_source).mean(axis=0), {}, 1
     while m <= n:
-        curve[str(m)] = mean_best_of(per_source, m)
+        curve[str(m)] = float(table[m - 1])
         m *= 2
     out = {"best_of_n": n, "best_of_n_reward": curve[str(max(int(k) for k in curve))], "best_of_n_curve": curve,
            "best_of_n_temperature": temperature}
