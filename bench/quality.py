@@ -123,15 +123,22 @@ def _evaluate(policy_dir, data, cfg, out_dir, row, best_of=None, best_of_sources
         def run_best_of():
             model, tok = load_policy(policy_dir)
             return best_of_n(model, tok, test_rows, get_reward(cfg.score.reward), n, cfg.evaluate.batch_sentences,
-                             seed=cfg.sample.seed, backend=cfg.evaluate.backend, keep_rewards=True)
+                             seed=cfg.sample.seed, backend=cfg.evaluate.backend, keep_rewards=True,
+                             temperature=cfg.evaluate.best_of_n_temperature)
 
         # "unbiased" in the name: records of the earlier first-m estimate are not reused.
-        r = _stage(row, "best_of_n", os.path.join(out_dir, f"bench-best-of-{n}-{len(test_rows)}-unbiased.json"),
+        r = _stage(row, "best_of_n", os.path.join(out_dir, f"bench-best-of-{n}-{len(test_rows)}-unbiased{_t_suffix(cfg)}.json"),
                    run_best_of)
         # best_of_n reports 1, 2, 4, .. n: keep the asked N (all powers of two here).
         row["best_of_n"] = {str(k): r["best_of_n_curve"][str(k)] for k in best_of if str(k) in r["best_of_n_curve"]}
         row["best_of_n_rewards"] = r["best_of_n_rewards"]  # used by best_of_n_summary, not written to the report
     return row
+
+
+def _t_suffix(cfg) -> str:
+    """Record-name suffix for a best-of-N temperature other than 1.0 (T = 1.0 keeps the old names)."""
+    t = cfg.evaluate.best_of_n_temperature
+    return "" if t == 1.0 else f"-t{t:g}"
 
 
 def run(args) -> dict:
@@ -301,7 +308,8 @@ def markdown(result: dict) -> str:
     if b["bc"]:
         ns = sorted(b["bc"], key=int)
         nsrc = result["rows"][0].get("best_of_n_sources", "all")
-        lines += ["", f"## Best-of-N test reward ({result['reward']}, samples at T = 1.0, {nsrc} test sentences)", "",
+        lines += ["", f"## Best-of-N test reward ({result['reward']}, samples at T = "
+                  f"{result.get('config', {}).get('evaluate', {}).get('best_of_n_temperature', 1.0):g}, {nsrc} test sentences)", "",
                   "| policy | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|" + "---|" * len(ns),
                   "| BC | " + " | ".join(f"{b['bc'][n]:.4f}" for n in ns) + " |"]
         if b["rest"]:

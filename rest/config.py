@@ -273,6 +273,9 @@ class EvaluateConfig:
     beam_size: int = field(default=4, metadata=_help("Beam width when decode=beam."))
     best_of_n: int = field(default=0, metadata=_help(
         "Also report best-of-N reward: sample N per test source, keep the best (0 = off)."))
+    best_of_n_temperature: float = field(default=1.0, metadata=_help(
+        "Sampling temperature of best-of-N. Compare policies at the same value; a colder one also "
+        "shows how much of a gain is only a sharper distribution."))
     batch_sentences: int = field(default=64, metadata=_help("Sentences per generate() call."))
     backend: str = field(default="hf", metadata=_help(
         "Generation engine for the test translations: hf (Hugging Face generate(), the reference) or "
@@ -285,6 +288,7 @@ class EvaluateConfig:
         _check(self.decode in ("greedy", "beam"), f"{w}.decode", f"is {self.decode!r}; use greedy or beam")
         _check(self.beam_size >= 1 and self.best_of_n >= 0 and self.batch_sentences >= 1,
                f"{w}.beam_size", "beam_size and batch_sentences must be >= 1, best_of_n >= 0")
+        _check(self.best_of_n_temperature > 0, f"{w}.best_of_n_temperature", "must be > 0, e.g. 1.0")
 
 
 @dataclass

@@ -48,7 +48,8 @@ def evaluate(policy_dir: str, test_path: str, cfg: EvaluateConfig, out_dir: str,
         true = compute(get_reward(true_metric), sources, hyps, refs)
         metrics.update(test_true=sum(true) / len(true), true_metric=true_metric)
     if cfg.best_of_n:
-        metrics.update(best_of_n(model, tokenizer, rows, fn, cfg.best_of_n, cfg.batch_sentences, seed, cfg.backend))
+        metrics.update(best_of_n(model, tokenizer, rows, fn, cfg.best_of_n, cfg.batch_sentences, seed, cfg.backend,
+                                  temperature=cfg.best_of_n_temperature))
     metrics["eval_wall_s"] = time.time() - t0
     write_jsonl(os.path.join(out_dir, "translations.jsonl"),
                 ({"id": r["id"], "source": s, "hypothesis": h, "reference": t, "reward": v}
