@@ -56,6 +56,8 @@ def _parse(argv):
     ap.add_argument("--best-of", default=",".join(map(str, BEST_OF)), help="N values for best-of-N")
     ap.add_argument("--best-of-sources", type=int, default=0,
                     help="test sentences used for best-of-N (0 = all; ~2 min per policy for 1,160 × 64 on CTranslate2)")
+    ap.add_argument("--best-of-temperature", type=float,
+                    help="sampling temperature of best-of-N (default 1.0); reports go to quality-t<T>.{md,json,png}")
     ap.add_argument("--skip-unfiltered", action="store_true",
                     help="leave out the G=1 I=0 row (BC on the whole unfiltered grown set: the slowest "
                          "fine-tune when Grow samples all training sources)")
@@ -83,6 +85,8 @@ def _config(args):
             o[key] = str(v)
     if args.backend:
         o["evaluate.backend"] = args.backend
+    if args.best_of_temperature is not None:
+        o["evaluate.best_of_n_temperature"] = str(args.best_of_temperature)
     o["loop.grow_steps"] = str(args.grow_steps)
     o["bootstrap.policy"] = args.policy
     if args.quick:
@@ -226,7 +230,7 @@ def run(args) -> dict:
               "config": dataclasses.asdict(cfg), "best_of_n": best_of_n_summary(rows, final),
               "rows": [{k: v for k, v in r.items() if k != "best_of_n_rewards"} for r in rows],
               "wall_s": _wall(rows, time.time() - t_start), "data": read_json(os.path.join(work, "data", "stats.json"))}
-    write_outputs(result, out)
+    write_outputs(result, out, _t_suffix(cfg))
     return result
 
 
@@ -370,9 +374,8 @@ def plot(result: dict, path: str) -> None:
     plt.close(fig)
 
 
-def write_outputs(result: dict, out: str) -> None:
-    paths = {"quality.md": os.path.join(out, "quality.md"), "quality.json": os.path.join(out, "quality.json"),
-             "quality.png": os.path.join(out, "quality.png")}
+def write_outputs(result: dict, out: str, suffix: str = "") -> None:
+    paths = {k: os.path.join(out, f"quality{suffix}.{k.split('.')[1]}") for k in ("quality.md", "quality.json", "quality.png")}
     with open(paths["quality.md"], "w", encoding="utf-8") as f:
         f.write(markdown(result))
     with open(paths["quality.json"], "w", encoding="utf-8") as f:
