@@ -364,6 +364,11 @@ def plot(result: dict, path: str) -> None:
         if curve:
             ns = sorted(curve, key=int)
             ax.plot([int(n) for n in ns], [curve[n] for n in ns], "o-", label=name)
+    if b.get("bc_best_of_max") is not None:
+        ax.axhline(b["bc_best_of_max"], color="grey", ls=":", label="BC's best of the largest N")
+        if b.get("smallest_n_rest_reaches_bc_max"):
+            ax.axvline(b["smallest_n_rest_reaches_bc_max"], color="C1", ls=":",
+                       label=f"ReST reaches it at N = {b['smallest_n_rest_reaches_bc_max']}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("N (samples per source)")
     ax.set_ylabel(f"best-of-N {result['reward']}")
