@@ -46,3 +46,8 @@ def evaluate_op(config: dict, score_config: dict, label: str, grow_step: int, im
         with open(metrics.path, "w", encoding="utf-8") as f:
             json.dump({k: m[k] for k in ("test_bleu", "test_chrf", "test_reward")}, f)
         s.metric(**{k: m[k] for k in ("test_bleu", "test_chrf", "test_reward")})
+        curve = m.get("best_of_n_curve", {})  # evaluate.best_of_n > 0: best-of-1, 2, 4, .. N
+        for n, v in curve.items():
+            metrics.log_metric(f"best_of_{n}", v)
+        if curve:
+            s.curve("best_of_n", sorted((int(n), v) for n, v in curve.items()))  # MLflow: metric over N

@@ -50,7 +50,8 @@ def test_tiny_rest_run_through_kfp_local(tmp_path, tiny_data, tiny_policy):
         "--test", tiny_data["test"], "--source-column", "de", "--target-column", "en", "--policy", tiny_policy,
         "--data.grow_sources", "12", "--sample.num_samples", "2", "--sample.max_length_ratio", "0.5",
         "--filter.thresholds", "0.05,0.1", "--finetune.epochs", "1",
-        "--sample.num_shards", "2"])  # Grow fans out over two sampling tasks and merges them
+        "--sample.num_shards", "2",  # Grow fans out over two sampling tasks and merges them
+        "--evaluate.best_of_n", "4"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     steps = summary["steps"]
@@ -61,6 +62,8 @@ def test_tiny_rest_run_through_kfp_local(tmp_path, tiny_data, tiny_policy):
             assert key in s
         assert os.path.isfile(os.path.join(s["model_path"], "config.json"))
     assert 0 < steps[1]["kept_fraction"] <= 1
+    curve = steps[1]["best_of_n_curve"]  # every evaluation reports best-of-1, 2, 4
+    assert sorted(curve, key=int) == ["1", "2", "4"] and curve["1"] <= curve["2"] <= curve["4"]
     # The control trains for as many optimizer steps as the Improve steps did together.
     assert steps[3]["optimizer_steps"] == steps[2]["optimizer_steps"] > 0
     assert (out / "summary.md").read_text().startswith("| policy |")
