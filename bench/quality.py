@@ -222,7 +222,9 @@ def run(args) -> dict:
                                   os.path.join(work, "control"), reward, rest_checks=rest_checks))
     row.update(path=os.path.join(work, "control"), optimizer_steps=info["optimizer_steps"],
                valid_reward=info["best_valid_reward"], start_valid_reward=info["start_valid_reward"])
-    rows.append(_evaluate(row["path"], data, cfg, os.path.join(work, "eval-control"), row))
+    # Best-of-N for the control too: a best-of-N gain it also gets is just more training.
+    rows.append(_evaluate(row["path"], data, cfg, os.path.join(work, "eval-control"), row, best_of,
+                          args.best_of_sources))
 
     flag_reward_hacking(rows, reward)
     result = {"bench": "quality", "machine": machine(), "policy": args.policy, "reward": reward,
@@ -266,8 +268,14 @@ def best_of_n_summary(rows: list[dict], final_path: str, resamples: int = 1000, 
     rest_row = next((r for r in rows if r.get("path") == final_path and r.get("best_of_n")), None)
     rest = rest_row.get("best_of_n") if rest_row else {}
     target = bc.get(str(max(map(int, bc)))) if bc else None
+    control_row = next((r for r in rows if r.get("control") and r.get("best_of_n")), None)
     out = {"bc": bc, "rest": rest, "rest_policy": rest_row["policy"] if rest_row else None,
-           "bc_best_of_max": target, "smallest_n_rest_reaches_bc_max": None, "interval_95": None}
+           "bc_best_of_max": target, "smallest_n_rest_reaches_bc_max": None, "interval_95": None,
+           "control": control_row["best_of_n"] if control_row else {}, "smallest_n_control_reaches_bc_max": None}
+    if target is not None and control_row:
+        c = control_row.get("best_of_n_rewards")
+        out["smallest_n_control_reaches_bc_max"] = (smallest_n_reaching(c, target) if c else next(
+            (int(n) for n in sorted(control_row["best_of_n"], key=int) if control_row["best_of_n"][n] >= target), None))
     if target is None or not rest:
         return out
     bc_rewards, rest_rewards = rows[0].get("best_of_n_rewards"), rest_row.get("best_of_n_rewards")
@@ -318,6 +326,8 @@ def markdown(result: dict) -> str:
                   "| BC | " + " | ".join(f"{b['bc'][n]:.4f}" for n in ns) + " |"]
         if b["rest"]:
             lines.append(f"| {b['rest_policy']} | " + " | ".join(f(b["rest"].get(n), ".4f") for n in ns) + " |")
+        if b.get("control"):
+            lines.append("| control (references only) | " + " | ".join(f(b["control"].get(n), ".4f") for n in ns) + " |")
         reach, ci = b["smallest_n_rest_reaches_bc_max"], b.get("interval_95")
         ci_text = ""
         if ci:
@@ -326,6 +336,10 @@ def markdown(result: dict) -> str:
                        f"{b['share_of_resamples_below_max']:.0%} of resamples)")
         lines += ["", f"Smallest N at which ReST reaches BC's best-of-{ns[-1]} ({b['bc_best_of_max']:.4f}): "
                   + (f"**{reach}**" if reach else f"not reached within N ≤ {ns[-1]}") + ci_text + "."]
+        if b.get("control"):
+            c = b.get("smallest_n_control_reaches_bc_max")
+            lines += ["", "The references-only control reaches it at: "
+                      + (f"N = {c}" if c else f"not within N ≤ {ns[-1]}") + "."]
     flagged = [r["policy"] for r in result["rows"] if r.get("reward_hacking")]
     lines += ["", f"Reward hacking (validation reward up, test {other} down by more than "
               f"{HACKING_DROP} vs BC): " + (", ".join(flagged) if flagged else "none") + "."]
@@ -360,7 +374,8 @@ def plot(result: dict, path: str) -> None:
     ax.set_title("Across ReST steps (test split)")
     ax = axes[1]
     b = result["best_of_n"]
-    for name, curve in (("BC", b["bc"]), (b.get("rest_policy") or "ReST", b["rest"])):
+    for name, curve in (("BC", b["bc"]), (b.get("rest_policy") or "ReST", b["rest"]),
+                        ("control (references only)", b.get("control"))):
         if curve:
             ns = sorted(curve, key=int)
             ax.plot([int(n) for n in ns], [curve[n] for n in ns], "o-", label=name)

@@ -114,15 +114,18 @@ def test_quality_report_flags_hacking_and_best_of_n(tmp_path):
              "valid_reward": 0.55, "start_valid_reward": 0.50, "kept_fraction": 0.3, "optimizer_steps": 10,
              "best_of_n": {"1": 0.52, "4": 0.60, "16": 0.64, "64": 0.66}},
             {"policy": "control (references only)", "control": True, "test_reward": 0.51, "test_bleu": 20.3,
-             "test_chrf": 45.5, "path": "c", "valid_reward": 0.52, "start_valid_reward": 0.50}]
+             "test_chrf": 45.5, "path": "c", "valid_reward": 0.52, "start_valid_reward": 0.50,
+             "best_of_n": {"1": 0.46, "4": 0.56, "16": 0.61, "64": 0.64}}]
     quality.flag_reward_hacking(rows)
     assert rows[1]["reward_hacking"] and not rows[2]["reward_hacking"]
     summary = quality.best_of_n_summary(rows, "p1")
     assert summary["smallest_n_rest_reaches_bc_max"] == 16
+    assert summary["smallest_n_control_reaches_bc_max"] == 64
     result = {"policy": "bc", "reward": "chrf", "other_metric": "BLEU", "quick": False, "rows": rows,
               "best_of_n": summary, "wall_s": 1.0, "data": {"test": {"rows": 10}, "grow": {"rows": 5}}}
     md = quality.markdown(result)
     assert "| ReST G=1 I=1 | 0.5300 | 19.20 |" in md and "**yes**" in md and "**16**" in md
+    assert "| control (references only) | 0.4600 |" in md and "control reaches it at: N = 64" in md
     quality.plot(result, str(tmp_path / "q.png"))
     assert (tmp_path / "q.png").stat().st_size > 1000
 
