@@ -205,3 +205,21 @@ def test_quality_hacking_flag_watches_chrf_when_the_reward_is_bleu():
     assert rows[1]["reward_hacking"] and rows[1]["other_change_vs_bc"] == -1.0
     quality.flag_reward_hacking(rows, "chrf")
     assert not rows[1]["reward_hacking"]
+
+
+def test_quality_bench_quick_end_to_end(tmp_path):
+    """bench/quality.py --quick on the shipped BC (≈40 s): every stage, the best-of-N summary with the
+    control's curve, and a continued run that reuses all stage records."""
+    import quality
+
+    out = tmp_path / "q"
+    r = quality.main(["--quick", "--backend", "ctranslate2", "--output-dir", str(out)])
+    policies = [row["policy"] for row in r["rows"]]
+    assert policies[0] == "BC" and policies[-1] == "control (references only)" and "ReST G=1 I=0 (unfiltered)" in policies
+    b = r["best_of_n"]
+    assert sorted(b["bc"], key=int) == ["1", "2", "4"] and b["control"] and b["rest"]
+    assert all("best_of_n_rewards" not in row for row in r["rows"])  # per-sample rewards stay in the stage records
+    md = (out / "quality.md").read_text()
+    assert "| control (references only) |" in md and "Smallest N at which ReST reaches" in md
+    again = quality.main(["--quick", "--backend", "ctranslate2", "--output-dir", str(out), "--reuse"])
+    assert again["best_of_n"] == b
