@@ -100,7 +100,7 @@ def smallest_n_reaching(per_source, target: float) -> int | None:
 
 def best_of_n(model, tokenizer, rows, reward_fn, n: int, batch_sentences: int = 64, seed: int = 0,
               backend: str = "hf", temperature: float = 1.0, keep_rewards: bool = False) -> dict:
-    """Mean over sources of the best reward among ``n`` samples, and the curve for 1, 2, 4, .. n.
+    """Mean over sources of the best reward among ``n`` samples, and the curve for 1, 2, 4, .. and n.
 
     Each point of the curve is the unbiased estimate from all ``n`` samples of a source
     (:func:`expected_best_of`), so the curve is smooth and does not depend on sample order.
@@ -117,7 +117,8 @@ def best_of_n(model, tokenizer, rows, reward_fn, n: int, batch_sentences: int = 
     while m <= n:
         curve[str(m)] = float(table[m - 1])
         m *= 2
-    out = {"best_of_n": n, "best_of_n_reward": curve[str(max(int(k) for k in curve))], "best_of_n_curve": curve,
+    curve[str(n)] = float(table[n - 1])  # N itself when it is not a power of two
+    out = {"best_of_n": n, "best_of_n_reward": curve[str(n)], "best_of_n_curve": curve,
            "best_of_n_temperature": temperature}
     if keep_rewards:
         out["best_of_n_rewards"] = per_source

@@ -39,3 +39,18 @@ def test_smallest_n_reaching_searches_every_n():
     target = mean_best_of(broad, 8)
     assert target == 1.0
     assert smallest_n_reaching(broad, 0.5) == 4         # C(7,4)/C(8,4) = 1/2 of 4-subsets miss it
+
+
+def test_best_of_n_reports_n_itself_and_is_order_free(tiny_policy):
+    """best_of_n on a real (tiny) policy: the curve ends at N even when N is not a power of two."""
+    from rest.evaluate import best_of_n
+    from rest.policy import load_policy
+    from rest.rewards import get_reward
+
+    model, tok = load_policy(tiny_policy)
+    rows = [{"source": "Hallo Welt", "target": "hello world"}, {"source": "Das Haus", "target": "the house"}]
+    r = best_of_n(model, tok, rows, get_reward("chrf"), 6, seed=1, keep_rewards=True)
+    assert list(r["best_of_n_curve"]) == ["1", "2", "4", "6"]
+    assert r["best_of_n_reward"] == r["best_of_n_curve"]["6"] == pytest.approx(
+        sum(max(v) for v in r["best_of_n_rewards"]) / 2)
+    assert r["best_of_n_curve"]["1"] == pytest.approx(sum(sum(v) / 6 for v in r["best_of_n_rewards"]) / 2)
