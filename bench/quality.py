@@ -257,6 +257,17 @@ def flag_reward_hacking(rows: list[dict], reward: str = "chrf") -> None:
         r["reward_hacking"] = bool(up and r["other_change_vs_bc"] < -HACKING_DROP)
 
 
+def _reach(row: dict, target: float) -> int | None:
+    """Smallest N at which ``row``'s best-of-N reaches ``target``: at any N from every sample's
+    reward when the row kept them, else at the curve's grid points."""
+    from rest.evaluate import smallest_n_reaching
+
+    if row.get("best_of_n_rewards"):
+        return smallest_n_reaching(row["best_of_n_rewards"], target)
+    curve = row["best_of_n"]
+    return next((int(n) for n in sorted(curve, key=int) if curve[n] >= target), None)
+
+
 def best_of_n_summary(rows: list[dict], final_path: str, resamples: int = 1000, seed: int = 0) -> dict:
     """BC's and the final ReST policy's best-of-N curves; the smallest N (any integer) at which
     ReST reaches BC's best-of-max, with a paired bootstrap interval over test sentences."""
@@ -271,19 +282,15 @@ def best_of_n_summary(rows: list[dict], final_path: str, resamples: int = 1000, 
     control_row = next((r for r in rows if r.get("control") and r.get("best_of_n")), None)
     out = {"bc": bc, "rest": rest, "rest_policy": rest_row["policy"] if rest_row else None,
            "bc_best_of_max": target, "smallest_n_rest_reaches_bc_max": None, "interval_95": None,
-           "control": control_row["best_of_n"] if control_row else {}, "smallest_n_control_reaches_bc_max": None}
-    if target is not None and control_row:
-        c = control_row.get("best_of_n_rewards")
-        out["smallest_n_control_reaches_bc_max"] = (smallest_n_reaching(c, target) if c else next(
-            (int(n) for n in sorted(control_row["best_of_n"], key=int) if control_row["best_of_n"][n] >= target), None))
+           "control": control_row["best_of_n"] if control_row else {},
+           "smallest_n_control_reaches_bc_max": _reach(control_row, target) if target is not None and control_row else None}
     if target is None or not rest:
         return out
+    out["smallest_n_rest_reaches_bc_max"] = _reach(rest_row, target)
     bc_rewards, rest_rewards = rows[0].get("best_of_n_rewards"), rest_row.get("best_of_n_rewards")
-    if not (bc_rewards and rest_rewards):  # only the curve's grid points are known
-        out["smallest_n_rest_reaches_bc_max"] = next((int(n) for n in sorted(rest, key=int) if rest[n] >= target), None)
+    if not (bc_rewards and rest_rewards):  # no interval from the curve's grid points alone
         return out
     n_max = min(len(v) for v in bc_rewards)
-    out["smallest_n_rest_reaches_bc_max"] = smallest_n_reaching(rest_rewards, target)
     # Resample test sentences (the same ones for both policies); "not reached" counts as n_max + 1.
     bc_table, rest_table = best_of_table(bc_rewards), best_of_table(rest_rewards)
     rng, found = np.random.default_rng(seed), []
@@ -395,7 +402,7 @@ def plot(result: dict, path: str) -> None:
 
 
 def write_outputs(result: dict, out: str, suffix: str = "") -> None:
-    paths = {k: os.path.join(out, f"quality{suffix}.{k.split('.')[1]}") for k in ("quality.md", "quality.json", "quality.png")}
+    paths = {f"quality.{ext}": os.path.join(out, f"quality{suffix}.{ext}") for ext in ("md", "json", "png")}
     with open(paths["quality.md"], "w", encoding="utf-8") as f:
         f.write(markdown(result))
     with open(paths["quality.json"], "w", encoding="utf-8") as f:

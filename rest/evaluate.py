@@ -83,11 +83,6 @@ def best_of_table(per_source: list[list[float]]) -> np.ndarray:
     return rewards @ weights.T
 
 
-def mean_best_of(per_source: list[list[float]], m: int) -> float:
-    """Mean over sources of :func:`expected_best_of` at ``m`` samples."""
-    return float(best_of_table(per_source)[:, m - 1].mean())
-
-
 def smallest_n_reaching(per_source, target: float) -> int | None:
     """The smallest N (1 .. samples per source) whose mean best-of-N reward reaches ``target``; None if none does.
 

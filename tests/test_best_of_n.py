@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from rest.evaluate import expected_best_of, mean_best_of, smallest_n_reaching
+from rest.evaluate import best_of_table, expected_best_of, smallest_n_reaching
 
 
 def brute_force(rewards, m):
@@ -36,7 +36,7 @@ def test_smallest_n_reaching_searches_every_n():
     broad = [[0.0] * 7 + [1.0], [0.0] * 7 + [1.0]]      # one good sample in eight
     assert smallest_n_reaching(sharp, 0.55) == 1
     assert smallest_n_reaching(sharp, 0.56) is None
-    target = mean_best_of(broad, 8)
+    target = best_of_table(broad).mean(axis=0)[8 - 1]
     assert target == 1.0
     assert smallest_n_reaching(broad, 0.5) == 4         # C(7,4)/C(8,4) = 1/2 of 4-subsets miss it
 
