@@ -35,6 +35,11 @@ def _check(ok: bool, where: str, message: str) -> None:
         raise ConfigError(f"{where}: {message}")
 
 
+OVERLONG_ACTIONS = ("skip", "error")
+MAX_NUM_SAMPLES = 1024        # the paper samples 25-100; more is a typo or days of CPU
+MAX_LENGTH_RATIO = 10.0       # a translation 10x its source's tokens is runaway generation
+
+
 @dataclass
 class DataConfig:
     """Parallel data: where it is and which columns hold source and target."""
@@ -65,7 +70,14 @@ class DataConfig:
     grow_sources: int = field(default=3000, metadata=_help(
         "Training sources that each Grow step samples for (0 = all of train); chosen by seed."))
     max_words: int = field(default=200, metadata=_help(
-        "Rows whose source or target has more words than this are rejected as malformed."))
+        "Longest source or target in words (and in characters: 30 x this). Longer rows are over-long: "
+        "see `overlong`."))
+    overlong: str = field(default="skip", metadata=_help(
+        "What to do with an over-long row (over `max_words`, or a line over the byte cap): skip (drop it, "
+        "count it and report the count and the first few file:line in the log, the prepare step's "
+        "metadata and MLflow) or error (stop at the first one, naming file:line). Malformed rows (wrong "
+        "column count, bad encoding, empty text) are always errors. Training likewise skips pairs over "
+        "the model's maximum length in tokens, and generation truncates such sources."))
     seed: int = field(default=13, metadata=_help("Seed for the splits and the Grow subset."))
 
     def __post_init__(self):
@@ -79,6 +91,8 @@ class DataConfig:
         for name in ("max_valid", "max_test", "grow_sources", "max_sources"):
             _check(getattr(self, name) >= 0, f"{where}.{name}", "must be >= 0 (0 means all)")
         _check(self.max_words >= 1, f"{where}.max_words", "must be >= 1")
+        _check(self.overlong in OVERLONG_ACTIONS, f"{where}.overlong",
+               f"is {self.overlong!r}; use skip (drop over-long rows, counted and reported) or error")
 
 
 @dataclass
@@ -146,10 +160,15 @@ class SampleConfig:
     def __post_init__(self):
         w = "sample"
         _check(self.num_samples >= 1, f"{w}.num_samples", f"is {self.num_samples}; sample at least 1 candidate")
+        _check(self.num_samples <= MAX_NUM_SAMPLES, f"{w}.num_samples",
+               f"is {self.num_samples}, over the cap of {MAX_NUM_SAMPLES}; the paper samples 25-100 per source "
+               "(each candidate costs a full decode): use e.g. 8-100")
         _check(self.temperature > 0, f"{w}.temperature",
                f"is {self.temperature}; must be > 0 (0.8 in the paper; use num_samples=1 for greedy-like)")
         _check(self.top_k >= 0, f"{w}.top_k", "must be >= 0 (0 = off)")
-        _check(self.max_length_ratio > 0, f"{w}.max_length_ratio", "must be > 0, e.g. 2.0")
+        _check(0 < self.max_length_ratio <= MAX_LENGTH_RATIO, f"{w}.max_length_ratio",
+               f"is {self.max_length_ratio}; must be > 0 and at most {MAX_LENGTH_RATIO:g} (a translation is "
+               "rarely over twice its source), e.g. 2.0")
         _check(self.batch_sentences >= 1, f"{w}.batch_sentences", "must be >= 1")
         _check(self.num_shards >= 1, f"{w}.num_shards", "must be >= 1")
         _check(self.threads >= 0, f"{w}.threads", "must be >= 0")
@@ -246,9 +265,15 @@ class FinetuneConfig:
         "Optimizer steps between resumable checkpoints (a killed step resumes from the last one)."))
     threads: int = field(default=0, metadata=_help("torch CPU threads (0 = all cores)."))
     seed: int = field(default=13, metadata=_help("Seed for batching and dropout."))
+    valid_backend: str = field(default="ctranslate2", metadata=_help(
+        "Generation engine of the greedy validation checks: ctranslate2 (the same weights converted in "
+        "memory: identical greedy output on the shipped policy, about 2x faster on CPU) or hf (Hugging Face "
+        "generate(), the reference). Models CTranslate2 cannot convert fall back to hf."))
 
     def __post_init__(self):
         w = "finetune"
+        _check(self.valid_backend in ("hf", "ctranslate2"), f"{w}.valid_backend",
+               f"is {self.valid_backend!r}; use hf or ctranslate2")
         _check(self.learning_rate > 0, f"{w}.learning_rate", "must be > 0, e.g. 5e-4")
         _check(0 < self.lr_decay <= 1, f"{w}.lr_decay", "must be in (0, 1]")
         _check(self.epochs >= 1, f"{w}.epochs", "must be >= 1")
@@ -277,9 +302,10 @@ class EvaluateConfig:
         "Sampling temperature of best-of-N. Compare policies at the same value; a colder one also "
         "shows how much of a gain is only a sharper distribution."))
     batch_sentences: int = field(default=64, metadata=_help("Sentences per generate() call."))
-    backend: str = field(default="hf", metadata=_help(
-        "Generation engine for the test translations: hf (Hugging Face generate(), the reference) or "
-        "ctranslate2 (faster on CPU; models it cannot convert fall back to hf)."))
+    backend: str = field(default="ctranslate2", metadata=_help(
+        "Generation engine for the test translations: ctranslate2 (the same weights converted in memory; "
+        "identical greedy output on the shipped policy, faster on CPU; models it cannot convert fall back "
+        "to hf) or hf (Hugging Face generate(), the reference)."))
 
     def __post_init__(self):
         w = "evaluate"

@@ -115,7 +115,7 @@ def improve(policy_dir: str, filtered_dir: str, valid_path: str, cfg: FinetuneCo
     spec = TrainSpec(learning_rate=cfg.learning_rate_for(improve_step), warmup_steps=cfg.warmup_steps,
                      batch_tokens=cfg.batch_tokens, max_epochs=cfg.epochs, eval_every=cfg.eval_every,
                      checkpoint_every=cfg.checkpoint_every, seed=cfg.seed + improve_step,
-                     label=f"improve {improve_step}")
+                     label=f"improve {improve_step}", valid_backend=cfg.valid_backend)
     lineage = {"kind": "rest", "improve_step": improve_step, **(lineage or {})}
     return _train_and_save(policy_dir, rows, sha256_file(data), valid_path, spec, cfg, out_dir, reward, checkpoint_dir, weights,
                            lineage, trust_remote_code)
@@ -139,7 +139,8 @@ def control(bc_dir: str, references_path: str, valid_path: str, cfg: FinetuneCon
                                     _epoch_steps_hint(rows, cfg))
     spec = TrainSpec(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps, batch_tokens=cfg.batch_tokens,
                      max_steps=max(1, total_steps), eval_every=eval_every,
-                     checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, label="control")
+                     checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, label="control",
+                     valid_backend=cfg.valid_backend)
     return _train_and_save(bc_dir, rows, sha256_file(references_path), valid_path, spec, cfg, out_dir, reward, checkpoint_dir, None,
                            {"kind": "control", "target_steps": total_steps}, trust_remote_code)
 
