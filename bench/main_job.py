@@ -66,7 +66,9 @@ def run_arm(name: str, flags: list[str], out: str, reuse: bool, extra: list[str]
         raise SystemExit(f"[{name}] failed (exit {rc}); see {os.path.join(arm_dir, 'stdout.log')}")
     with open(os.path.join(arm_dir, "summary.json"), encoding="utf-8") as f:
         summary = json.load(f)
-    record = {"arm": name, "flags": flags + extra, "wall_s": round(wall, 1),
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    record = {"arm": name, "flags": flags + extra, "commit": commit, "wall_s": round(wall, 1),
               "cpu_s": round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 1),
               "load_avg_1min_at_start": round(load, 2), "summary": summary}
     with open(record_path, "w", encoding="utf-8") as f:
