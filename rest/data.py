@@ -12,7 +12,7 @@ import logging
 import os
 import random
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import DataConfig
 from .io import read_jsonl, sha256_file, write_json, write_jsonl
@@ -24,7 +24,9 @@ class DataError(ValueError):
     """Malformed data: the message names the file, the line and the fix."""
 
 
-MAX_CHARS_PER_WORD = 30   # a row longer than max_words x this many characters is rejected
+MAX_CHARS_PER_WORD = 30   # a row longer than max_words x this many characters is over-long
+MIN_LINE_BYTES = 1 << 20  # a line is never read whole past this many bytes (or the cap below, if larger)
+SKIPPED_EXAMPLES = 5      # over-long rows named in the log and the step's metadata
 SAME_TEXT_SHARE = 0.5     # more rows than this with source == target: both columns hold one language
 LANGUAGE_CHECK_ROWS = 1000
 
@@ -43,14 +45,70 @@ def resolve_uri(uri: str, workdir: str | None = None) -> str:
     return uri
 
 
-def _lines(path: str):
-    """Yield (line number, text); a line that is not UTF-8 is a DataError naming that line."""
+@dataclass
+class Skipped:
+    """Over-long rows left out under ``data.overlong=skip``: a count and the first few ``file:line: why``."""
+
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, where: str, why: str) -> None:
+        self.count += 1
+        if len(self.examples) < SKIPPED_EXAMPLES:
+            self.examples.append(f"{where}: {why}")
+
+    def extend(self, other: "Skipped") -> None:
+        self.count += other.count
+        self.examples = (self.examples + other.examples)[:SKIPPED_EXAMPLES]
+
+    def describe(self) -> str:
+        more = f", ... ({self.count - len(self.examples)} more)" if self.count > len(self.examples) else ""
+        return "; ".join(self.examples) + more
+
+
+class LineTooLong:
+    """Stands for a line over the byte cap, which was skipped over without being held in memory."""
+
+    def __init__(self, nbytes: int):
+        self.nbytes = nbytes
+
+
+def line_byte_cap(cfg: DataConfig) -> int:
+    """The longest line read whole: room for several columns at the character limit, in UTF-8."""
+    return max(MIN_LINE_BYTES, 16 * cfg.max_words * MAX_CHARS_PER_WORD)
+
+
+def _overlong(cfg: DataConfig, skipped: Skipped, where: str, why: str, fix: str) -> None:
+    """An over-long row: an error under ``data.overlong=error``, else counted in ``skipped``."""
+    if cfg.overlong == "error":
+        raise DataError(f"{where}: {why}; {fix}, or set data.overlong=skip to drop such rows")
+    skipped.add(where, why)
+
+
+def _lines(path: str, max_bytes: int = 0):
+    """Yield (line number, text); a line that is not UTF-8 is a DataError naming that line.
+
+    With ``max_bytes``, a longer line is read in bounded pieces and thrown away, never held
+    whole: it yields a :class:`LineTooLong` in place of its text.
+    """
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
             # Decode line by line (not through a text wrapper, which decodes ahead in blocks)
             # so a bad byte is reported on its own line.
-            for lineno, raw in enumerate(f, 1):
+            lineno = 0
+            while True:
+                raw = f.readline(max_bytes + 1) if max_bytes else f.readline()
+                if not raw:
+                    break
+                lineno += 1
+                if max_bytes and len(raw) > max_bytes and not raw.endswith(b"\n"):
+                    nbytes = len(raw)
+                    while raw and not raw.endswith(b"\n"):  # skip to the line's end, piece by piece
+                        raw = f.readline(1 << 16)
+                        nbytes += len(raw)
+                    yield lineno, LineTooLong(nbytes)
+                    continue
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
@@ -72,18 +130,48 @@ def _format_of(path: str) -> str:
     raise DataError(f"{path}: unknown format; name the file *.tsv or *.jsonl (optionally .gz)")
 
 
-def _raw_rows(path: str, cfg: DataConfig, require_target: bool = True):
+def _long_lines(path: str, lines, cfg: DataConfig, skipped: Skipped):
+    """``lines`` without the ones over the byte cap (each one an over-long row)."""
+    for lineno, line in lines:
+        if isinstance(line, LineTooLong):
+            _overlong(cfg, skipped, f"{path}:{lineno}", f"line of {line.nbytes} bytes, over the "
+                      f"{line_byte_cap(cfg)}-byte cap", "split it into sentences or raise data.max_words")
+            continue
+        yield lineno, line
+
+
+def _no_duplicate_keys(path: str, lineno: int):
+    def hook(pairs):
+        keys = [k for k, _ in pairs]
+        dup = next((k for k in keys if keys.count(k) > 1), None)
+        if dup is not None:
+            raise DataError(f"{path}:{lineno}: key {dup!r} appears twice in one object; keep one")
+        return dict(pairs)
+    return hook
+
+
+def _raw_rows(path: str, cfg: DataConfig, require_target: bool = True, skipped: Skipped | None = None):
     """Yield (line, id or None, source, target) with per-row structural checks.
 
     With ``require_target=False`` (source-only text) the target column may be absent.
+    Lines over the byte cap are over-long rows (skipped into ``skipped``, or an error).
     """
     src_col, tgt_col, id_col = cfg.source_column, cfg.target_column, cfg.id_column
+    skipped = skipped if skipped is not None else Skipped()
     if _format_of(path) == "tsv":
-        lines = _lines(path)
+        lines = _lines(path, line_byte_cap(cfg))
         first = next(lines, None)
         if first is None:
             raise DataError(f"{path}: empty file; it needs a header row naming the columns, e.g. '{src_col}\\t{tgt_col}'")
+        if isinstance(first[1], LineTooLong):
+            raise DataError(f"{path}:1: the header line has {first[1].nbytes} bytes; it must name the columns, "
+                            f"e.g. '{src_col}\\t{tgt_col}'")
         header = first[1].split("\t")
+        dup = next((c for c in header if header.count(c) > 1), None)
+        if dup is not None:
+            # index() would silently read the first of them.
+            raise DataError(f"{path}:1: column {dup!r} appears {header.count(dup)} times in the header "
+                            f"{header}; rename or remove the extra one")
         for col in (src_col, tgt_col) if require_target else (src_col,):
             if col not in header:
                 raise DataError(f"{path}:1: header {header} has no column {col!r}; "
@@ -91,7 +179,7 @@ def _raw_rows(path: str, cfg: DataConfig, require_target: bool = True):
         i_src = header.index(src_col)
         i_tgt = header.index(tgt_col) if tgt_col in header else None
         i_id = header.index(id_col) if id_col in header else None
-        for lineno, line in lines:
+        for lineno, line in _long_lines(path, lines, cfg, skipped):
             if not line.strip():
                 continue
             parts = line.split("\t")
@@ -101,11 +189,11 @@ def _raw_rows(path: str, cfg: DataConfig, require_target: bool = True):
             yield lineno, (parts[i_id] if i_id is not None else None), parts[i_src], \
                 (parts[i_tgt] if i_tgt is not None else "")
     else:
-        for lineno, line in _lines(path):
+        for lineno, line in _long_lines(path, _lines(path, line_byte_cap(cfg)), cfg, skipped):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line, object_pairs_hook=_no_duplicate_keys(path, lineno))
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
             if not isinstance(obj, dict):
@@ -120,35 +208,51 @@ def _raw_rows(path: str, cfg: DataConfig, require_target: bool = True):
             yield lineno, (str(rid) if rid is not None else None), obj[src_col], obj.get(tgt_col, "")
 
 
-def load_pairs(uri: str, cfg: DataConfig, require_target: bool = True) -> list[dict]:
+def load_pairs(uri: str, cfg: DataConfig, require_target: bool = True, skipped: Skipped | None = None) -> list[dict]:
     """Load and check parallel data; rows are ``{"id", "source", "target"}``.
 
-    Rejects empty text, over-long rows and duplicated ids with the file and line.
+    Rejects empty text, malformed rows and duplicated ids with the file and line. Over-long
+    rows (``data.max_words``, the line byte cap) are skipped and counted into ``skipped``
+    (and logged), or rejected under ``data.overlong=error``.
     """
-    return _checked_rows(uri, _raw_rows(resolve_uri(uri), cfg, require_target), cfg, require_target,
-                         "no data rows; the file holds only a header or blank lines")
+    mine = Skipped()
+    rows = _checked_rows(uri, _raw_rows(resolve_uri(uri), cfg, require_target, mine), cfg, require_target,
+                         "no data rows; the file holds only a header or blank lines", mine)
+    if skipped is not None:
+        skipped.extend(mine)
+    return rows
 
 
-def load_sources(uri: str, cfg: DataConfig) -> list[dict]:
+def load_sources(uri: str, cfg: DataConfig, skipped: Skipped | None = None) -> list[dict]:
     """Load source-only text (no references); rows are ``{"id", "source", "target": ""}``.
 
     A ``.txt`` file holds one sentence per line; TSV/JSONL files need only the source
-    column. Empty lines are skipped; over-long rows and duplicated ids are errors.
+    column. Empty lines are skipped; duplicated ids are errors; over-long rows as in
+    :func:`load_pairs`.
     """
     path = resolve_uri(uri)
     name = path[:-3] if path.endswith(".gz") else path
+    mine = Skipped()
     if name.endswith(".txt"):
-        raw = ((lineno, None, line, "") for lineno, line in _lines(path))
+        raw = ((lineno, None, line, "") for lineno, line in _long_lines(path, _lines(path, line_byte_cap(cfg)),
+                                                                        cfg, mine))
     else:
         # The same readers as parallel data, with the target column optional (and ignored).
-        raw = ((lineno, rid, src, "") for lineno, rid, src, _ in _raw_rows(path, cfg, require_target=False))
-    return _checked_rows(uri, (r for r in raw if r[2].strip()), cfg, False,
+        raw = ((lineno, rid, src, "") for lineno, rid, src, _ in _raw_rows(path, cfg, False, mine))
+    rows = _checked_rows(uri, (r for r in raw if r[2].strip()), cfg, False,
                          "no source sentences; data.sources needs one sentence per line (.txt) "
-                         f"or a {cfg.source_column!r} column (TSV/JSONL)")
+                         f"or a {cfg.source_column!r} column (TSV/JSONL)", mine)
+    if skipped is not None:
+        skipped.extend(mine)
+    return rows
 
 
-def _checked_rows(uri: str, raw, cfg: DataConfig, require_target: bool, if_empty: str) -> list[dict]:
-    """Normalise whitespace and check every (line, id, source, target): empty text, length, unique ids."""
+def _checked_rows(uri: str, raw, cfg: DataConfig, require_target: bool, if_empty: str,
+                  skipped: Skipped) -> list[dict]:
+    """Normalise whitespace and check every (line, id, source, target): empty text, length, unique ids.
+
+    ``skipped`` collects this file's over-long rows (the reader adds lines over the byte cap).
+    """
     base = os.path.basename(uri)
     rows, seen = [], {}
     for lineno, rid, src, tgt in raw:
@@ -157,23 +261,36 @@ def _checked_rows(uri: str, raw, cfg: DataConfig, require_target: bool, if_empty
             raise DataError(f"{uri}:{lineno}: empty source text in column {cfg.source_column!r}")
         if require_target and not tgt:
             raise DataError(f"{uri}:{lineno}: empty target text in column {cfg.target_column!r}")
-        for text, col in ((src, cfg.source_column), (tgt, cfg.target_column)):
-            if len(text.split()) > cfg.max_words:
-                raise DataError(f"{uri}:{lineno}: {col!r} has {len(text.split())} words, over "
-                                f"data.max_words={cfg.max_words}; split it or raise the limit")
-            # Few words but a huge text (a pasted blob, a missing newline) is just as absurd.
-            if len(text) > cfg.max_words * MAX_CHARS_PER_WORD:
-                raise DataError(f"{uri}:{lineno}: {col!r} has {len(text)} characters, over "
-                                f"{MAX_CHARS_PER_WORD} x data.max_words={cfg.max_words}; it is not a sentence: "
-                                "remove the row or raise data.max_words")
+        why = _too_long(src, tgt, cfg)
+        if why:
+            _overlong(cfg, skipped, f"{uri}:{lineno}", *why)
+            continue
         rid = rid if rid else f"{base}:{lineno}"
         if rid in seen:
             raise DataError(f"{uri}:{lineno}: id {rid!r} already used on line {seen[rid]}; ids must be unique")
         seen[rid] = lineno
         rows.append({"id": rid, "source": src, "target": tgt})
+    if skipped.count:
+        log.warning("%s: skipped %d over-long rows (data.overlong=skip; set data.overlong=error to stop "
+                    "instead): %s", uri, skipped.count, skipped.describe())
     if not rows:
-        raise DataError(f"{uri}: {if_empty}")
+        extra = f" ({skipped.count} over-long rows skipped: {skipped.describe()})" if skipped.count else ""
+        raise DataError(f"{uri}: {if_empty}{extra}")
     return rows
+
+
+def _too_long(src: str, tgt: str, cfg: DataConfig) -> tuple[str, str] | None:
+    """(why, fix) when the source or target is over ``data.max_words`` (in words or characters)."""
+    for text, col in ((src, cfg.source_column), (tgt, cfg.target_column)):
+        words = len(text.split())
+        if words > cfg.max_words:
+            return (f"{col!r} has {words} words, over data.max_words={cfg.max_words}",
+                    "split it or raise the limit")
+        # Few words but a huge text (a pasted blob, a missing newline) is just as absurd.
+        if len(text) > cfg.max_words * MAX_CHARS_PER_WORD:
+            return (f"{col!r} has {len(text)} characters, over {MAX_CHARS_PER_WORD} x data.max_words="
+                    f"{cfg.max_words}; it is not a sentence", "remove the row or raise data.max_words")
+    return None
 
 
 def check_languages(rows: list[dict], uri: str, cfg: DataConfig) -> None:
@@ -210,6 +327,7 @@ class PreparedData:
     test: str
     grow: str
     stats: dict
+    skipped: Skipped = field(default_factory=Skipped)  # over-long rows left out of every file
 
 
 def prepare(cfg: DataConfig, out_dir: str) -> PreparedData:
@@ -219,9 +337,10 @@ def prepare(cfg: DataConfig, out_dir: str) -> PreparedData:
     Splits taken from train are chosen by a hash of (seed, id), so they do not depend on
     row order.
     """
-    train = load_pairs(cfg.train, cfg)
-    valid = load_pairs(cfg.valid, cfg) if cfg.valid else None
-    test = load_pairs(cfg.test, cfg) if cfg.test else None
+    skipped = {name: Skipped() for name in ("train", "valid", "test", "sources")}
+    train = load_pairs(cfg.train, cfg, skipped=skipped["train"])
+    valid = load_pairs(cfg.valid, cfg, skipped=skipped["valid"]) if cfg.valid else None
+    test = load_pairs(cfg.test, cfg, skipped=skipped["test"]) if cfg.test else None
     if valid is None or test is None:
         keep = []
         split_valid, split_test = [], []
@@ -246,7 +365,7 @@ def prepare(cfg: DataConfig, out_dir: str) -> PreparedData:
         # Source-only text joins the Grow set with an empty target: it has no reference, so
         # only a reference-free reward can score its samples (checked by the score step).
         held_out = {r["source"] for r in valid} | {r["source"] for r in test}
-        loaded = load_sources(cfg.sources, cfg)
+        loaded = load_sources(cfg.sources, cfg, skipped=skipped["sources"])
         extra = [r for r in loaded if r["source"] not in held_out]
         if len(extra) < len(loaded):  # sampling for test sources would leak them into training
             log.info("data.sources: dropped %d sentences that are valid/test sources", len(loaded) - len(extra))
@@ -264,9 +383,19 @@ def prepare(cfg: DataConfig, out_dir: str) -> PreparedData:
     stats = {name: {"rows": len(rows), "sha256": sha256_file(paths[name])}
              for name, rows in (("train", train), ("valid", valid), ("test", test), ("grow", grow))}
     stats["grow"]["source_only_rows"] = sum(1 for r in grow if not r["target"])
+    total = Skipped()
+    for name, sk in skipped.items():
+        total.extend(sk)
+        if name in stats:
+            # Rows of the given file left out as over-long (for a split taken from train: train's).
+            stats[name]["overlong_skipped"] = sk.count
+    stats["grow"]["overlong_skipped_sources"] = skipped["sources"].count
+    stats["overlong"] = {"action": cfg.overlong, "skipped": total.count, "examples": total.examples}
     write_json(os.path.join(out_dir, "stats.json"), stats)
-    log.info("data: %s", {k: v["rows"] for k, v in stats.items()})
-    return PreparedData(**paths, stats=stats)
+    log.info("data: %s", {k: stats[k]["rows"] for k in ("train", "valid", "test", "grow")})
+    if total.count:
+        log.warning("data: %d over-long rows skipped in all (data.overlong=skip): %s", total.count, total.describe())
+    return PreparedData(**paths, stats=stats, skipped=total)
 
 
 def _subset(rows: list[dict], limit: int, rng: random.Random) -> list[dict]:
