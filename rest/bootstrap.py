@@ -90,6 +90,7 @@ def bootstrap(cfg: BootstrapConfig, train_path: str, valid_path: str, out_dir: s
             "bc_training": {"steps": result.steps, "epochs": result.epochs, "stopped": result.stopped,
                             "best_valid_reward": result.best_valid_reward, "best_step": result.best_step,
                             "tokens_per_s": result.tokens_per_s, "wall_s": time.time() - t0,
+                            "skipped_overlong": result.skipped_overlong,
                             "history": result.history}}
     save_policy(model, tokenizer, out_dir, info)
     return {**info, "sha256": sha256_path(out_dir), "trained": True}

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-from .policy import decoder_start_id, generate as hf_generate, length_buckets, token_lengths
+from .policy import decoder_start_id, generate as hf_generate, length_buckets, max_tokens, report_truncation
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +154,15 @@ def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", 
         return generate(model, tokenizer, sources, mode=mode, num_return=num_return, temperature=temperature,
                         top_k=top_k, beam_size=beam_size, batch_sentences=batch_sentences,
                         max_length_ratio=max_length_ratio, seed=seed, progress=progress)
-    ids = tokenizer(list(sources), add_special_tokens=True)["input_ids"]
+    limit = max_tokens(model, tokenizer)
+    ids = tokenizer(list(sources), add_special_tokens=True, verbose=False)["input_ids"]
+    report_truncation([len(x) for x in ids], limit, progress or "generate")
+    if limit is not None:
+        # Cut past the model's position table, keeping the sequence's closing special token.
+        ids = tokenizer(list(sources), add_special_tokens=True, truncation=True, max_length=limit)["input_ids"]
     lengths = [len(x) for x in ids]
     tokens = [tokenizer.convert_ids_to_tokens(x) for x in ids]
-    max_positions = getattr(model.config, "max_position_embeddings", None) or 1024
+    max_positions = limit or 1024
     k = num_return if mode != "greedy" else 1
     # CTranslate2 batches the N samples of a source internally; a bucket of sources per call
     # keeps padding small, and larger calls than HF's amortise the per-call overhead.

@@ -118,8 +118,44 @@ def decoder_start_id(model) -> int:
     return int(sid if sid is not None else model.config.pad_token_id)
 
 
+UNSET_MODEL_MAX_LENGTH = 10**9  # tokenizers without a limit report a huge placeholder (int(1e30))
+
+
+def max_tokens(model=None, tokenizer=None, model_config=None) -> int | None:
+    """The longest token sequence (special tokens included) the model can take, or None if unbounded.
+
+    A model with learned absolute positions (mBART, BART, Marian) has
+    ``max_position_embeddings``; past it the embedding lookup fails (``IndexError: index out
+    of range in self``). A tokenizer's ``model_max_length`` counts when it is really set
+    (not the huge placeholder). With both, the smaller one wins.
+    """
+    config = model_config if model_config is not None else getattr(model, "config", None)
+    limits = []
+    positions = config.get("max_position_embeddings") if isinstance(config, dict) else \
+        getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limits.append(positions)
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and 0 < tok_max < UNSET_MODEL_MAX_LENGTH:
+        limits.append(tok_max)
+    return min(limits) if limits else None
+
+
 def token_lengths(tokenizer, texts: Sequence[str]) -> list[int]:
-    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
+    """Token count of each text, special tokens included, before any truncation."""
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]]
+
+
+def report_truncation(lengths: Sequence[int], limit: int | None, what: str) -> list[int]:
+    """Lengths capped at ``limit``; logs how many sources are cut to the model's maximum length."""
+    if limit is None:
+        return list(lengths)
+    over = [i for i, n in enumerate(lengths) if n > limit]
+    if over:
+        log.warning("%s: %d of %d sources are over the model's maximum of %d tokens (longest %d): each is "
+                    "truncated to its first %d tokens for translation", what, len(over), len(lengths), limit,
+                    max(lengths[i] for i in over), limit)
+    return [min(n, limit) for n in lengths]
 
 
 def length_buckets(lengths: Sequence[int], max_items: int) -> list[list[int]]:
@@ -170,14 +206,18 @@ def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", 
     if not sources:
         return []
     model.eval()
+    limit = max_tokens(model, tokenizer)
     lengths = token_lengths(tokenizer, sources)
-    max_positions = getattr(model.config, "max_position_embeddings", None) or 1024
+    lengths = report_truncation(lengths, limit, progress or "generate")
+    max_positions = limit or 1024
     # Fewer sources per batch when each returns many candidates: batch size in sequences stays bounded.
     per_batch = max(1, batch_sentences // num_return) if mode == "sample" and num_return > 1 else batch_sentences
     out: list[list[str] | None] = [None] * len(sources)
     start, done, last_log = time.time(), 0, time.time()
     for batch in length_buckets(lengths, per_batch):
-        enc = tokenizer([sources[i] for i in batch], return_tensors="pt", padding=True)
+        # Truncated at the model's limit: past its position table the encoder cannot run at all.
+        enc = tokenizer([sources[i] for i in batch], return_tensors="pt", padding=True,
+                        truncation=limit is not None, max_length=limit)
         # Never past the model's position table (an untrained policy may never emit </s>).
         max_new = min(int(max(lengths[i] for i in batch) * max_length_ratio) + 10, max_positions - 2)
         kwargs = dict(max_new_tokens=max_new, max_length=None, decoder_start_token_id=decoder_start_id(model))

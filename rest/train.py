@@ -51,6 +51,7 @@ class TrainResult:
     losses: list[dict] = field(default_factory=list)    # loss curve, one row per log interval
     tokens_per_s: float = 0.0
     stopped: str = ""
+    skipped_overlong: int = 0  # training pairs left out: source or target over the model's token limit
 
 
 def validation_scores(model, tokenizer, rows: Sequence[dict], reward_fn: Callable, true_fn: Callable | None = None,
@@ -72,9 +73,31 @@ def validation_scores(model, tokenizer, rows: Sequence[dict], reward_fn: Callabl
 
 
 def _encode(tokenizer, rows):
-    src = tokenizer([r["source"] for r in rows], add_special_tokens=True)["input_ids"]
-    tgt = tokenizer([r["target"] for r in rows], add_special_tokens=True)["input_ids"]
+    src = tokenizer([r["source"] for r in rows], add_special_tokens=True, verbose=False)["input_ids"]
+    tgt = tokenizer([r["target"] for r in rows], add_special_tokens=True, verbose=False)["input_ids"]
     return src, tgt
+
+
+def drop_overlong(rows: Sequence[dict], src_ids, tgt_ids, limit: int | None, label: str) -> list[int]:
+    """Indices of the pairs whose source and target both fit ``limit`` tokens; logs the ones left out.
+
+    A pair is left out, not truncated: a cut source with its whole target (or a whole source
+    with a cut target) would teach the policy to add or drop content.
+    """
+    if limit is None:
+        return list(range(len(rows)))
+    keep, over = [], []
+    for k, (s, t) in enumerate(zip(src_ids, tgt_ids)):
+        (keep if len(s) <= limit and len(t) <= limit else over).append(k)
+    if over:
+        shown = ", ".join(f"{rows[k].get('id', k)} ({len(src_ids[k])}/{len(tgt_ids[k])} tokens)" for k in over[:5])
+        log.warning("%s: skipped %d of %d training pairs over the model's maximum of %d tokens "
+                    "(source/target): %s%s", label, len(over), len(rows), limit, shown,
+                    ", ..." if len(over) > 5 else "")
+    if not keep:
+        raise ValueError(f"{label}: all {len(rows)} training pairs are over the model's maximum of {limit} "
+                         "tokens; split the sentences (see `python -m rest validate`)")
+    return keep
 
 
 def _collate(src_ids, tgt_ids, weights, batch, pad_id, start_id):
@@ -117,10 +140,16 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
     worse on validation than the starting policy. ``true_fn`` (a reference-based metric)
     is recorded beside it at every check, for the reward-hacking guard; it does not pick.
     """
-    from .policy import decoder_start_id
+    from .policy import decoder_start_id, max_tokens
 
     pad_id, start_id = model.config.pad_token_id, decoder_start_id(model)
     src_ids, tgt_ids = _encode(tokenizer, rows)
+    # Past the model's position table a batch cannot run at all (IndexError in the embeddings).
+    keep = drop_overlong(rows, src_ids, tgt_ids, max_tokens(model, tokenizer), spec.label)
+    skipped_overlong = len(rows) - len(keep)
+    if skipped_overlong:
+        src_ids, tgt_ids = [src_ids[k] for k in keep], [tgt_ids[k] for k in keep]
+        weights = [weights[k] for k in keep] if weights is not None else None
     lengths = [len(s) + len(t) for s, t in zip(src_ids, tgt_ids)]
     opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, betas=(0.9, 0.98), weight_decay=0.0)
     ckpt_path = os.path.join(checkpoint_dir, "train_state.pt") if checkpoint_dir else None
@@ -233,7 +262,8 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
     result = TrainResult(steps=state["step"], epochs=state["epoch"],
                          best_valid_reward=state["best_reward"], best_step=state["best_step"],
                          best_valid_true=state.get("best_true"), history=state["history"], losses=state["losses"],
-                         tokens_per_s=state["tokens"] / max(1e-9, elapsed), stopped=stopped or "epochs done")
+                         tokens_per_s=state["tokens"] / max(1e-9, elapsed), stopped=stopped or "epochs done",
+                         skipped_overlong=skipped_overlong)
     log.info("%s: %s after %d steps; best valid reward %.4f at step %d", spec.label, result.stopped,
              result.steps, result.best_valid_reward, result.best_step)
     return result
