@@ -365,7 +365,8 @@ class RewardModelConfig:
     epochs: int = field(default=4, metadata=_help("Passes over the training pairs."))
     batch_size: int = field(default=64, metadata=_help("Pairs per optimizer step."))
     valid_fraction: float = field(default=0.1, metadata=_help(
-        "Share of sources (all their candidates) held out to report Kendall τ / Spearman ρ and pick the best epoch."))
+        "Share of sources (all their candidates) held out to pick the best epoch by Kendall τ; as many again form "
+        "a test split on which the reported τ / ρ are measured."))
     include_references: bool = field(default=True, metadata=_help(
         "Train on the human references too (their metric is the maximum), so references pass the learned filter."))
     max_pairs: int = field(default=0, metadata=_help("Use at most this many training pairs (0 = all)."))

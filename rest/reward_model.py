@@ -5,7 +5,9 @@ only be scored by a model that looks at the (source, candidate) pair alone. This
 trains one: a BERT-style cross-encoder regressing the sentence metric (chrF or BLEU, in
 [0, 1]) that the scored candidates got against their references, and keeps the epoch that
 *ranks* held-out candidates best (Kendall τ), since filtering and ranking are what ReST
-uses the reward for.
+uses the reward for. The epoch is picked on a selection split and the reported τ / ρ come
+from a separate test split of other sources: a figure picked as the best of several epochs
+on one split is biased upward on that split.
 
 One pair encoding (:func:`encode_pairs` + :func:`collate`) serves training and
 :class:`rest.rewards.LearnedReward`, so a saved model is scored exactly as it was trained::
@@ -269,6 +271,12 @@ def load_pairs(scored_paths: Sequence[str], include_references: bool = True) -> 
     return rows, {"rows_read": seen, "rows_without_reference": no_ref, "references_dropped": refs_dropped}
 
 
+def _source_hash(unique: Sequence[str], seed: int) -> dict[str, float]:
+    """A seeded uniform number in [0, 1) per source id."""
+    return {s: int.from_bytes(hashlib.sha256(f"{seed}:{s}".encode()).digest()[:8], "big") / 2.0 ** 64
+            for s in unique}
+
+
 def split_by_source(source_ids: Sequence[str], valid_fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of held-out rows: a seeded hash puts all rows of a source on one side.
 
@@ -277,14 +285,38 @@ def split_by_source(source_ids: Sequence[str], valid_fraction: float, seed: int)
     unique = sorted(set(source_ids))
     if len(unique) < 2:
         raise ValueError(f"the scored rows hold {len(unique)} source(s); a held-out split needs at least 2")
-    u = {s: int.from_bytes(hashlib.sha256(f"{seed}:{s}".encode()).digest()[:8], "big") / 2.0 ** 64
-         for s in unique}
+    u = _source_hash(unique, seed)
     held = {s for s, v in u.items() if v < valid_fraction}
     if not held:
         held = {min(unique, key=u.get)}
     if len(held) == len(unique):
         held.discard(max(unique, key=u.get))
     return np.array([s in held for s in source_ids])
+
+
+TRAIN, SELECTION, TEST = 0, 1, 2
+
+
+def split_selection_test(source_ids: Sequence[str], fraction: float, seed: int) -> np.ndarray:
+    """Per row: ``TRAIN``, ``SELECTION`` (picks the epoch) or ``TEST`` (reported figures), by source.
+
+    Sources hashed below ``fraction`` are the selection split (the same sources
+    :func:`split_by_source` holds out), those in [fraction, 2·fraction) the test split; all
+    rows of a source share one side. With three or more sources each side gets at least one.
+    """
+    unique = sorted(set(source_ids))
+    if len(unique) < 3:
+        raise ValueError(f"the scored rows hold {len(unique)} source(s); train, selection and test splits "
+                         "need at least 3")
+    u = _source_hash(unique, seed)
+    side = {s: SELECTION if v < fraction else TEST if v < 2 * fraction else TRAIN for s, v in u.items()}
+    # Tiny inputs: an empty side takes a source from the largest side (which then has >= 2).
+    for want in (SELECTION, TEST, TRAIN):
+        members = {k: [s for s in unique if side[s] == k] for k in (TRAIN, SELECTION, TEST)}
+        if not members[want]:
+            donor = max(members.values(), key=len)
+            side[min(donor, key=u.get)] = want
+    return np.array([side[s] for s in source_ids], dtype=int)
 
 
 # --------------------------------------------------------------------------- model
@@ -359,7 +391,7 @@ def _evaluate(model, encoded, true: np.ndarray, sources, is_reference: np.ndarra
 
 
 def _plot_calibration(pred: np.ndarray, true: np.ndarray, stats: dict, path: str) -> None:
-    """Predicted vs true metric: hexbin of all held-out pairs, binned means, the diagonal."""
+    """Predicted vs true metric: hexbin of all test-split pairs, binned means, the diagonal."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -383,7 +415,7 @@ def _plot_calibration(pred: np.ndarray, true: np.ndarray, stats: dict, path: str
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"true {metric}", ylabel=f"predicted {metric}")
         tau, rho = stats["kendall_tau"], stats["spearman_rho"]
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-        ax.set_title(f"reward model, held-out {stats['valid_pairs']} pairs\nτ={fmt(tau)}  ρ={fmt(rho)}")
+        ax.set_title(f"reward model, test split, {stats['test_pairs']} pairs\nτ={fmt(tau)}  ρ={fmt(rho)}")
         ax.legend(loc="upper left", fontsize=8)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
@@ -408,22 +440,29 @@ def train_reward_model(scored_paths: list[str], cfg: RewardModelConfig, out_dir:
     t0 = time.time()
     set_threads(cfg.threads)
     rows, skipped = load_pairs(scored_paths, cfg.include_references)
-    valid_mask = split_by_source([r["source_id"] for r in rows], cfg.valid_fraction, cfg.seed)
-    train_idx = [i for i in range(len(rows)) if not valid_mask[i]]
-    valid_idx = [i for i in range(len(rows)) if valid_mask[i]]
+    # Three sides, by source: train; selection (picks the epoch); test (the reported figures,
+    # never looked at before the epoch is chosen, so τ is not the maximum of several draws).
+    side = split_selection_test([r["source_id"] for r in rows], cfg.valid_fraction, cfg.seed)
+    train_idx = [i for i in range(len(rows)) if side[i] == TRAIN]
+    valid_idx = [i for i in range(len(rows)) if side[i] == SELECTION]
+    test_idx = [i for i in range(len(rows)) if side[i] == TEST]
     if cfg.max_pairs and len(train_idx) > cfg.max_pairs:
         train_idx = sorted(random.Random(cfg.seed).sample(train_idx, cfg.max_pairs))
-    used = train_idx + valid_idx
+    used = train_idx + valid_idx + test_idx
     t_metric = time.time()
     targets = np.asarray(get_reward(cfg.metric)([rows[i]["source"] for i in used],
                                                 [rows[i]["candidate"] for i in used],
                                                 [rows[i]["reference"] for i in used]), dtype=float)
-    log.info("reward model: %s of %d pairs in %.1f s; %d train / %d held-out pairs (%d / %d sources)",
-             cfg.metric, len(used), time.time() - t_metric, len(train_idx), len(valid_idx),
-             len({rows[i]["source_id"] for i in train_idx}), len({rows[i]["source_id"] for i in valid_idx}))
-    y_train, y_valid = targets[:len(train_idx)], targets[len(train_idx):]
+    log.info("reward model: %s of %d pairs in %.1f s; %d train / %d selection / %d test pairs "
+             "(%d / %d / %d sources)", cfg.metric, len(used), time.time() - t_metric, len(train_idx),
+             len(valid_idx), len(test_idx), len({rows[i]["source_id"] for i in train_idx}),
+             len({rows[i]["source_id"] for i in valid_idx}), len({rows[i]["source_id"] for i in test_idx}))
+    n_tr, n_va = len(train_idx), len(valid_idx)
+    y_train, y_valid, y_test = targets[:n_tr], targets[n_tr:n_tr + n_va], targets[n_tr + n_va:]
     valid_sources = [rows[i]["source_id"] for i in valid_idx]
     valid_is_ref = np.array([rows[i]["origin"] == "reference" for i in valid_idx], dtype=bool)
+    test_sources = [rows[i]["source_id"] for i in test_idx]
+    test_is_ref = np.array([rows[i]["origin"] == "reference" for i in test_idx], dtype=bool)
 
     model, tokenizer, max_length = _build_model(cfg, tokenizer_dir)
     sp = pair_special_ids(tokenizer)
@@ -431,6 +470,8 @@ def train_reward_model(scored_paths: list[str], cfg: RewardModelConfig, out_dir:
                              [rows[i]["candidate"] for i in train_idx], max_length)
     enc_valid = encode_pairs(tokenizer, [rows[i]["source"] for i in valid_idx],
                              [rows[i]["candidate"] for i in valid_idx], max_length)
+    enc_test = encode_pairs(tokenizer, [rows[i]["source"] for i in test_idx],
+                            [rows[i]["candidate"] for i in test_idx], max_length)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("reward model: %s with %.2fM parameters, pairs of at most %d tokens",
              cfg.init or "BERT from scratch", n_params / 1e6, max_length)
@@ -472,23 +513,29 @@ def train_reward_model(scored_paths: list[str], cfg: RewardModelConfig, out_dir:
             best, best_tau, best_epoch = copy.deepcopy(model.state_dict()), tau, epoch
         history.append({"epoch": epoch, "step": step, "train_mse": loss_sum / max(1, loss_n),
                         "train_pairs_per_s": len(enc_train) / max(1e-9, train_s), **ev})
-        log.info("reward model: epoch %d train MSE %.4f (%.0f pairs/s); held-out τ %s ρ %s (samples only τ %s) "
+        log.info("reward model: epoch %d train MSE %.4f (%.0f pairs/s); selection τ %s ρ %s (samples only τ %s) "
                  "MSE %.4f%s", epoch, loss_sum / max(1, loss_n), len(enc_train) / max(1e-9, train_s),
                  _fmt(ev["kendall_tau"]), _fmt(ev["spearman_rho"]), _fmt(ev["samples_kendall_tau"]), ev["mse"],
                  " (best)" if improved else "")
     model.load_state_dict(best)
     model.eval()
-    final, pred = _evaluate(model, enc_valid, y_valid, valid_sources, valid_is_ref, sp["pad_id"], cfg.batch_size * 2)
+    selected = history[best_epoch - 1]
+    # The reported figures: the chosen epoch on the test split, looked at once.
+    final, pred = _evaluate(model, enc_test, y_test, test_sources, test_is_ref, sp["pad_id"], cfg.batch_size * 2)
     train_wall = time.time() - train_start
 
     stats = {
-        "metric": cfg.metric, "kendall_tau": final["kendall_tau"], "spearman_rho": final["spearman_rho"],
+        "split": "test", "kendall_tau": final["kendall_tau"], "spearman_rho": final["spearman_rho"],
+        "metric": cfg.metric,
+        "selection_kendall_tau": selected["kendall_tau"], "selection_spearman_rho": selected["spearman_rho"],
         "samples_kendall_tau": final["samples_kendall_tau"], "samples_spearman_rho": final["samples_spearman_rho"],
         "per_source_kendall_tau": final["per_source_kendall_tau"],
         "per_source_kendall_tau_sources": final["per_source_count"], "mse": final["mse"],
         "mean_prediction": final["mean_prediction"], "mean_truth": final["mean_truth"],
-        "train_pairs": len(train_idx), "valid_pairs": len(valid_idx),
+        # valid_* is the selection split (as data.valid is the pipeline's selection split); test_* is reported.
+        "train_pairs": len(train_idx), "valid_pairs": len(valid_idx), "test_pairs": len(test_idx),
         "train_sources": len({rows[i]["source_id"] for i in train_idx}), "valid_sources": len(set(valid_sources)),
+        "test_sources": len(set(test_sources)),
         "train_reference_pairs": sum(rows[i]["origin"] == "reference" for i in train_idx),
         "best_epoch": best_epoch, "epochs": cfg.epochs, "optimizer_steps": step, "parameters": n_params,
         "train_pairs_per_s": len(enc_train) * cfg.epochs / max(1e-9, train_wall),
@@ -502,13 +549,14 @@ def train_reward_model(scored_paths: list[str], cfg: RewardModelConfig, out_dir:
         os.makedirs(tmp)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        _plot_calibration(pred, y_valid, stats, os.path.join(tmp, "calibration.png"))
+        _plot_calibration(pred, y_test, stats, os.path.join(tmp, "calibration.png"))
         for name in (INFO_FILE, "stats.json"):
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                 json.dump(stats, f, indent=2, sort_keys=True, ensure_ascii=False)
                 f.write("\n")
-    log.info("reward model: saved to %s; held-out τ %s ρ %s (epoch %d) in %.0f s", out_dir,
-             _fmt(stats["kendall_tau"]), _fmt(stats["spearman_rho"]), best_epoch, stats["wall_s"])
+    log.info("reward model: saved to %s; test τ %s ρ %s (epoch %d, picked by selection τ %s) in %.0f s", out_dir,
+             _fmt(stats["kendall_tau"]), _fmt(stats["spearman_rho"]), best_epoch,
+             _fmt(stats["selection_kendall_tau"]), stats["wall_s"])
     return stats
 
 

@@ -14,7 +14,7 @@ import torch
 from conftest import bundled_rows
 from rest.config import RewardModelConfig
 from rest.reward_model import (_strict_inversions, correlations, encode_pairs, kendall_tau_b, load_pairs,
-                               spearman_rho, split_by_source, train_reward_model)
+                               spearman_rho, split_by_source, split_selection_test, train_reward_model)
 
 torch.set_num_threads(1)
 
@@ -109,6 +109,24 @@ def test_split_is_by_source():
         split_by_source(["a", "a"], 0.1, seed=0)
 
 
+def test_selection_and_test_splits_are_disjoint_by_source():
+    from rest.reward_model import SELECTION, TEST, TRAIN
+
+    ids = [f"s{k // 5}" for k in range(1000)]             # 200 sources, 5 candidates each
+    side = split_selection_test(ids, 0.1, seed=3)
+    by_side = {k: {s for s, v in zip(ids, side) if v == k} for k in (TRAIN, SELECTION, TEST)}
+    assert not (by_side[TRAIN] & by_side[SELECTION] or by_side[TRAIN] & by_side[TEST]
+                or by_side[SELECTION] & by_side[TEST])
+    assert 8 <= len(by_side[SELECTION]) <= 35 and 8 <= len(by_side[TEST]) <= 35
+    # The selection split is the split_by_source hold-out; the test split comes out of its train side.
+    assert (split_by_source(ids, 0.1, seed=3) == (side == SELECTION)).all()
+    # Three sources: one on each side, whatever the hash says.
+    for seed in range(50):
+        assert set(split_selection_test(["a", "b", "c", "a"], 0.4, seed)) == {TRAIN, SELECTION, TEST}
+    with pytest.raises(ValueError, match="at least 3"):
+        split_selection_test(["a", "b", "a"], 0.1, seed=0)
+
+
 # --------------------------------------------------------------------------- training on synthetic data
 
 def _garbage(rng: random.Random, n_words: int) -> str:
@@ -147,10 +165,17 @@ def trained(tmp_path_factory, tiny_policy):
 def test_training_learns_a_ranking_and_saves_everything(trained):
     stats, out = trained["stats"], trained["out"]
     assert stats["kendall_tau"] > 0.3 and stats["spearman_rho"] > 0.3
-    assert stats["train_pairs"] + stats["valid_pairs"] == 300
-    assert stats["train_sources"] + stats["valid_sources"] == 60 and stats["valid_sources"] >= 5
+    assert stats["split"] == "test"
+    assert stats["train_pairs"] + stats["valid_pairs"] + stats["test_pairs"] == 300
+    assert stats["train_sources"] + stats["valid_sources"] + stats["test_sources"] == 60
+    assert stats["valid_sources"] >= 5 and stats["test_sources"] >= 5
     assert len(stats["history"]) == 6 and 1 <= stats["best_epoch"] <= 6
-    assert stats["history"][stats["best_epoch"] - 1]["kendall_tau"] == pytest.approx(stats["kendall_tau"])
+    # The epoch is the best by selection τ; the history and the selection field hold selection figures...
+    picked = stats["history"][stats["best_epoch"] - 1]["kendall_tau"]
+    assert picked == max(h["kendall_tau"] for h in stats["history"])
+    assert stats["selection_kendall_tau"] == pytest.approx(picked)
+    # ...and the reported τ is measured on other sources: not the selection figure.
+    assert stats["kendall_tau"] != pytest.approx(picked, abs=1e-9)
     files = set(os.listdir(out))
     assert {"config.json", "model.safetensors", "rest_reward_model.json", "stats.json", "calibration.png"} <= files
     assert not any(f.endswith(".bin") for f in files)
