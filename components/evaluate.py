@@ -11,6 +11,7 @@ def evaluate_op(config: dict, score_config: dict, label: str, grow_step: int, im
                 reward_model: Input[Model] = None):
     """Test-set BLEU/chrF/reward of a policy; appends its row to the run's report."""
     import os
+    import time
 
     from rest.config import EvaluateConfig, section_from_dict
     from rest.evaluate import evaluate
@@ -36,7 +37,18 @@ def evaluate_op(config: dict, score_config: dict, label: str, grow_step: int, im
         row["model_uri"] = policy.uri
         if row["hacking_in_validation"]:
             s.metric(reward_hacking=1.0)
-        append_row(previous_report.path if previous_report is not None else None, row, report.path)
+        # The wall seconds of the tasks that fed this evaluation (the summary's time table): the
+        # Grow/filter tasks ride on the filtered set, training time on the policy it made.
+        prefix = "control/" if is_control else (f"grow-{grow_step}/improve-{improve_step}/" if grow_step else "")
+        tasks = dict(filtered.metadata.get("tasks") or {}) if filtered is not None else {}
+        if grow_step == 0 and not is_control:
+            tasks["bootstrap"] = wall  # 0 when the policy was given, not trained in this run
+        else:
+            tasks[prefix + "finetune"] = wall
+        tasks[prefix + "evaluate" if prefix else "evaluate-bc"] = time.time() - s.started
+        row["tasks"] = {k: round(v, 2) for k, v in tasks.items()}
+        append_row(previous_report.path if previous_report is not None else None, row, report.path,
+                   translations=os.path.join(report.path, "eval", "translations.jsonl"))
         for k in ("test_bleu", "test_chrf", "test_reward", "test_true"):
             if k in m:
                 metrics.log_metric(k, m[k])

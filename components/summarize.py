@@ -17,7 +17,7 @@ def summarize_op(config: dict, report: Input[Artifact], summary: Output[Artifact
     from rest.tracking import curves_plot
 
     with step("summarize") as s:
-        result = write_summary(report.path, summary.path, config)
+        result = write_summary(report.path, summary.path, config, started=s.started)
         shutil.copy(os.path.join(summary.path, "summary.md"), table.path)
         png = curves_plot(result["steps"], os.path.join(summary.path, "curves.png"))
         with open(png, "rb") as f:
@@ -32,5 +32,11 @@ def summarize_op(config: dict, report: Input[Artifact], summary: Output[Artifact
         for k, v in result["verdict"].items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 s.parent_metrics[k] = v
+        # The intervals too, flat (MLflow metrics are scalars): e.g. test_chrf_vs_bc_ci_low.
+        for base, sig in result["verdict"].get("significance", {}).items():
+            for key, r in sig.items():
+                s.parent_metrics.update({f"{key}_vs_{base}_ci_low": r["delta_ci"][0],
+                                         f"{key}_vs_{base}_ci_high": r["delta_ci"][1],
+                                         f"{key}_vs_{base}_p": r["p_value"]})
         for name in ("summary.json", "summary.md", "curves.png"):
             s.attach(os.path.join(summary.path, name), to_parent=True)

@@ -29,6 +29,8 @@ from typing import Any, Mapping, Sequence
 
 import mlflow.pyfunc
 
+from .stats import paired_bootstrap  # noqa: F401  (one implementation, shared with the run summary)
+
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -187,49 +189,6 @@ def translate(name: str, version: str, sources: Sequence[str], tracking_uri: str
     """Greedy translations of ``sources`` by registered version ``version`` of ``name``."""
     model = _load_version(tracking_uri, name, str(version))
     return [str(t) for t in model.predict(list(sources))]
-
-
-@contextlib.contextmanager
-def _sacrebleu_seed(seed: int):
-    # sacrebleu's paired tests take their seed only from this variable.
-    old = os.environ.get("SACREBLEU_SEED")
-    os.environ["SACREBLEU_SEED"] = str(seed)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("SACREBLEU_SEED", None)
-        else:
-            os.environ["SACREBLEU_SEED"] = old
-
-
-def paired_bootstrap(baseline: Sequence[str], candidate: Sequence[str], references: Sequence[str],
-                     metric: str = "chrf", n_bootstrap: int = 1000, seed: int = 12345) -> dict:
-    """sacrebleu's paired bootstrap resampling (``sacrebleu --paired-bs``) of two systems.
-
-    Returns corpus scores, bootstrap means and 95% CI half-widths, and the p-value of
-    the difference. sacrebleu's test is two-sided (it resamples |candidate − baseline|),
-    so a direction check belongs with it: see :func:`promote`.
-    """
-    from sacrebleu.metrics import BLEU, CHRF
-    from sacrebleu.significance import PairedTest
-
-    metrics = {"chrf": CHRF, "bleu": BLEU}
-    if metric not in metrics:
-        raise ValueError(f"metric {metric!r}: use chrf or bleu")
-    if not (len(baseline) == len(candidate) == len(references)) or not references:
-        raise ValueError("paired test needs equally many baseline, candidate and reference sentences (> 0)")
-    with _sacrebleu_seed(seed):
-        test = PairedTest([("baseline", list(baseline)), ("candidate", list(candidate))],
-                          {metric: metrics[metric]()}, [list(references)], test_type="bs",
-                          n_samples=n_bootstrap, n_jobs=1)
-        _, scores = test()
-    key = next(k for k in scores if k != "System")
-    base, cand = scores[key]
-    return {"metric": key, "baseline_score": float(base.score), "candidate_score": float(cand.score),
-            "baseline_mean": float(base.mean), "baseline_ci": float(base.ci),
-            "candidate_mean": float(cand.mean), "candidate_ci": float(cand.ci),
-            "p_value": float(cand.p_value), "n_bootstrap": n_bootstrap, "seed": seed}
 
 
 def promote(name: str, candidate_version: str, test_rows: Sequence[Mapping[str, str]], tracking_uri: str,

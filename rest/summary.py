@@ -4,11 +4,19 @@ Each evaluate step appends its row to the previous step's report (the pipeline c
 them), so the last report holds the whole run however G and I were unrolled.
 ``summary.json`` is read by other tools: its ``steps`` list holds the baseline first, then
 every (g, i), then the references-only control (``"control": true``).
+
+The verdict compares the last ReST step with BC and the control by paired bootstrap over
+the test sentences (:mod:`rest.stats`), so the report also carries the per-sentence outputs
+of the policies it compares (``sentences/bc.jsonl``, ``sentences/g1-i3.jsonl``,
+``sentences/control.jsonl``). Each row also carries the wall seconds of the tasks that fed
+it (``tasks``), so the summary can say where the run's time went.
 """
 from __future__ import annotations
 
 import os
+import time
 
+from . import stats as st
 from .io import read_jsonl, write_json, write_jsonl
 
 ROW_FIELDS = ("label", "g", "i", "control", "threshold", "kept_fraction", "test_bleu", "test_chrf", "test_reward",
@@ -17,6 +25,13 @@ ROW_FIELDS = ("label", "g", "i", "control", "threshold", "kept_fraction", "test_
 HACKING_MARGIN = 0.5
 # A reward gain with the true metric (a [0, 1] sentence mean) down by more than this is flagged.
 TRUE_METRIC_MARGIN = 0.002
+SENTENCES = "sentences"
+# What "beats" means, shown beside the verdict so nobody has to guess.
+BEATS_RULE = ("ReST \"beats\" a baseline only when the 95 % paired-bootstrap intervals of both the chrF "
+              "difference and the mean-reward difference lie above 0 (BLEU is reported, not part of the rule)")
+COMPARED = (("test_chrf", "chrF", 2), ("test_reward", "reward", 4), ("test_bleu", "BLEU", 2))
+# Tasks whose time no row carries: no output of theirs reaches the summarize task with a time on it.
+UNTIMED_TASKS = ("validate", "prepare", "merge (sharded Grow)", "reward-model", "register (runs after summarize)")
 
 
 def make_row(label: str, g: int, i: int, metrics: dict, model_path: str, model_info: dict | None = None,
@@ -37,18 +52,95 @@ def make_row(label: str, g: int, i: int, metrics: dict, model_path: str, model_i
     return row
 
 
-def append_row(previous_report_dir: str | None, row: dict, out_dir: str) -> list[dict]:
-    """Write the previous report's rows plus ``row`` into ``out_dir/rows.jsonl``."""
+def sentence_key(row: dict) -> str:
+    """The name of a row's per-sentence file in the report: ``bc``, ``g1-i3`` or ``control``."""
+    if row.get("control"):
+        return "control"
+    return "bc" if row["g"] == 0 else f"g{row['g']}-i{row['i']}"
+
+
+def _compared_keys(rows: list[dict]) -> set[str]:
+    # BC, the newest ReST step and the control: all the verdict compares. Older steps' outputs
+    # stay in their own evaluate task's eval/translations.jsonl; carrying them on would copy
+    # every earlier step into every later report.
+    keys = {sentence_key(r) for r in rows if r.get("control") or r["g"] == 0}
+    rest_rows = [r for r in rows if r["g"] > 0 and not r.get("control")]
+    if rest_rows:
+        keys.add(sentence_key(rest_rows[-1]))
+    return keys
+
+
+def append_row(previous_report_dir: str | None, row: dict, out_dir: str, translations: str | None = None) -> list[dict]:
+    """Write the previous report's rows plus ``row`` into ``out_dir/rows.jsonl``.
+
+    ``translations`` (the evaluation's ``translations.jsonl``) becomes this row's per-sentence
+    file; the previous report's files that the verdict still needs are carried over.
+    """
     rows = []
     if previous_report_dir:
         rows = list(read_jsonl(os.path.join(previous_report_dir, "rows.jsonl")))
     rows.append(row)
     write_jsonl(os.path.join(out_dir, "rows.jsonl"), rows)
+    own = sentence_key(row)
+    for key in _compared_keys(rows):
+        if key == own:
+            if translations:
+                write_jsonl(os.path.join(out_dir, SENTENCES, f"{key}.jsonl"),
+                            ({k: t.get(k) for k in ("id", "hypothesis", "reference", "reward")}
+                             for t in read_jsonl(translations)))
+        elif previous_report_dir and os.path.isfile(os.path.join(previous_report_dir, SENTENCES, f"{key}.jsonl")):
+            write_jsonl(os.path.join(out_dir, SENTENCES, f"{key}.jsonl"),
+                        read_jsonl(os.path.join(previous_report_dir, SENTENCES, f"{key}.jsonl")))
     return rows
 
 
-def verdict(rows: list[dict]) -> dict:
-    """Compare the last ReST step with the BC baseline and the references-only control."""
+def read_sentences(report_dir: str) -> dict[str, list[dict]]:
+    """The per-sentence outputs a report carries, by :func:`sentence_key`."""
+    d = os.path.join(report_dir, SENTENCES)
+    if not os.path.isdir(d):
+        return {}
+    return {name[:-len(".jsonl")]: list(read_jsonl(os.path.join(d, name)))
+            for name in sorted(os.listdir(d)) if name.endswith(".jsonl")}
+
+
+def compare(baseline: list[dict], candidate: list[dict], n_bootstrap: int = st.N_BOOTSTRAP,
+            seed: int = st.SEED) -> dict:
+    """Paired bootstrap of ``candidate`` − ``baseline`` per-sentence outputs on the same test sentences.
+
+    Each item is ``{"id", "hypothesis", "reference", "reward"}``. Returns, for ``test_chrf``,
+    ``test_bleu`` (sacrebleu's paired resampling of the corpus score) and ``test_reward``
+    (resampling sentences for the mean), ``delta``, ``delta_ci`` (95 %) and ``p_value``.
+    """
+    by_id = {c["id"]: c for c in candidate}
+    if len(baseline) != len(candidate) or set(by_id) != {b["id"] for b in baseline}:
+        raise ValueError(f"paired test: the two evaluations cover different test sentences "
+                         f"({len(baseline)} vs {len(candidate)})")
+    cand = [by_id[b["id"]] for b in baseline]  # pair by sentence id, whatever the file order
+    refs = [b["reference"] for b in baseline]
+    out = {}
+    for key, metric in (("test_chrf", "chrf"), ("test_bleu", "bleu")):
+        r = st.paired_bootstrap([b["hypothesis"] for b in baseline], [c["hypothesis"] for c in cand], refs, metric,
+                                n_bootstrap, seed)
+        out[key] = {"delta": r["delta"], "delta_ci": r["delta_ci"], "p_value": r["delta_p_value"],
+                    "sacrebleu_p_value": r["p_value"]}
+    r = st.paired_bootstrap_mean([b["reward"] for b in baseline], [c["reward"] for c in cand], n_bootstrap, seed)
+    out["test_reward"] = {"delta": r["delta"], "delta_ci": r["delta_ci"], "p_value": r["delta_p_value"]}
+    return out
+
+
+def beats(significance: dict) -> bool:
+    """The verdict's rule (:data:`BEATS_RULE`): chrF's and the reward's 95 % intervals both above 0."""
+    return all(significance[k]["delta_ci"][0] > 0 for k in ("test_chrf", "test_reward"))
+
+
+def verdict(rows: list[dict], sentences: dict[str, list[dict]] | None = None, n_bootstrap: int = st.N_BOOTSTRAP,
+            seed: int = st.SEED) -> dict:
+    """Compare the last ReST step with the BC baseline and the references-only control.
+
+    With the compared policies' per-sentence outputs (``sentences``, by :func:`sentence_key`)
+    each comparison gets its paired-bootstrap interval (``significance``) and ``beats_bc`` /
+    ``beats_control`` follow :data:`BEATS_RULE`; without them they are None: untested.
+    """
     base = next((r for r in rows if r["g"] == 0 and not r["control"]), None)
     rest_rows = [r for r in rows if r["g"] > 0 and not r["control"]]
     ctrl = next((r for r in rows if r["control"]), None)
@@ -60,10 +152,20 @@ def verdict(rows: list[dict]) -> dict:
         out[f"{key}_vs_bc"] = last[key] - base[key]
         if ctrl is not None:
             out[f"{key}_vs_control"] = last[key] - ctrl[key]
-    out["beats_bc"] = out["test_chrf_vs_bc"] > 0 and out["test_reward_vs_bc"] > 0
+    sentences = sentences or {}
+    out["significance"] = {}
+    for name, other in (("bc", base), ("control", ctrl)):
+        if other is None:
+            continue
+        a, b = sentences.get(sentence_key(other)), sentences.get(sentence_key(last))
+        sig = compare(a, b, n_bootstrap, seed) if a and b else None
+        if sig is not None:
+            out["significance"][name] = sig
+        out[f"beats_{name}"] = beats(sig) if sig is not None else None
+    out["significance_rule"] = BEATS_RULE
+    out["n_bootstrap"], out["bootstrap_seed"] = n_bootstrap, seed
+    out["test_sentences"] = len(sentences.get(sentence_key(last)) or [])
     out["bleu_held"] = out["test_bleu_vs_bc"] >= -HACKING_MARGIN
-    if ctrl is not None:
-        out["beats_control"] = out["test_chrf_vs_control"] > 0 and out["test_reward_vs_control"] > 0
     # Reward hacking: the training reward rose while a held-out metric fell.
     reasons = {}
     for p, r in zip([base] + rest_rows, rest_rows):
@@ -90,12 +192,47 @@ def hacking_reasons(previous: dict, row: dict) -> list[str]:
     return why
 
 
-def write_summary(report_dir: str, out_dir: str, config: dict | None = None) -> dict:
-    """Write ``summary.json`` and ``summary.md`` for the report in ``report_dir``."""
+def task_times(rows: list[dict], extra: dict[str, float] | None = None) -> dict:
+    """Wall seconds per task, in pipeline order, with each one's share of their total.
+
+    Rows carry the times of the tasks that fed them (``row["tasks"]``); a task that fed
+    several rows (a Grow step's sample and score feed every Improve step) counts once.
+    """
+    walls: dict[str, float] = {}
+    for r in rows:
+        for name, wall in (r.get("tasks") or {}).items():
+            if wall is not None:
+                walls.setdefault(name, float(wall))
+    walls.update(extra or {})
+    total = sum(walls.values())
+    return {"tasks": [{"task": k, "wall_s": round(v, 1), "share": v / total if total else 0.0} for k, v in walls.items()],
+            "total_s": round(total, 1), "not_timed": list(UNTIMED_TASKS),
+            "note": "Wall seconds measured inside each task (from its start to its outputs written); the few "
+                    "seconds each task spends starting its process and importing are not counted, so the total "
+                    "is below the pipeline's wall time. Sharded sampling counts its slowest shard. Not timed here: "
+                    + ", ".join(UNTIMED_TASKS) + "."}
+
+
+def time_table(timing: dict) -> str:
+    """The per-task wall-time table of summary.md."""
+    lines = ["| task | wall s | share |", "|---|---|---|"]
+    lines += [f"| {t['task']} | {t['wall_s']:.1f} | {t['share']:.1%} |" for t in timing["tasks"]]
+    lines.append(f"| total | {timing['total_s']:.1f} | 100% |")
+    return "\n".join(lines) + "\n\n" + timing["note"] + "\n"
+
+
+def write_summary(report_dir: str, out_dir: str, config: dict | None = None, started: float | None = None,
+                  n_bootstrap: int = st.N_BOOTSTRAP, seed: int = st.SEED) -> dict:
+    """Write ``summary.json`` and ``summary.md`` for the report in ``report_dir``.
+
+    ``started`` (the summarize task's start, ``time.time()``) adds its own time to the task table.
+    """
     rows = list(read_jsonl(os.path.join(report_dir, "rows.jsonl")))
-    summary = {"steps": rows, "verdict": verdict(rows), "config": config or {}}
+    v = verdict(rows, read_sentences(report_dir), n_bootstrap, seed)
+    timing = task_times(rows, {"summarize": time.time() - started} if started is not None else None)
+    summary = {"steps": rows, "verdict": v, "timing": timing, "config": config or {}}
     write_json(os.path.join(out_dir, "summary.json"), summary)
-    md = markdown_table(rows) + "\n" + verdict_text(summary["verdict"]) + "\n"
+    md = (markdown_table(rows) + "\n" + verdict_text(v) + "\n\n## Where the time went\n\n" + time_table(timing))
     with open(os.path.join(out_dir, "summary.md"), "w", encoding="utf-8") as f:
         f.write(md)
     return summary
@@ -127,17 +264,51 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _beats_words(v: dict, name: str, what: str) -> str:
+    b = v.get(f"beats_{name}")
+    if b is None:
+        return f"{what}: not tested (the report has no per-sentence outputs to compare)"
+    if b:
+        return f"ReST beats {what}"
+    sig = v["significance"][name]
+    why = [label for key, label, _ in COMPARED[:2] if sig[key]["delta_ci"][0] <= 0]
+    return f"ReST does NOT beat {what} ({' and '.join(why)} interval{'s' if len(why) > 1 else ''} not above 0)"
+
+
+def significance_table(v: dict) -> str:
+    """Δ, 95 % interval and p of the last ReST step against BC and the control (markdown)."""
+    sig = v.get("significance") or {}
+    if not sig:
+        return ""
+    lines = ["| last ReST step vs | metric | Δ | 95 % interval | p |", "|---|---|---|---|---|"]
+    for name, label in (("bc", "BC"), ("control", "control")):
+        for key, metric, nd in COMPARED:
+            if name in sig:
+                r = sig[name][key]
+                lo, hi = r["delta_ci"]
+                lines.append(f"| {label} | {metric} | {r['delta']:+.{nd}f} | [{lo:+.{nd}f}, {hi:+.{nd}f}] | "
+                             f"{r['p_value']:.3f} |")
+    return ("\n".join(lines) + f"\n\nPaired bootstrap over the {v.get('test_sentences', '?')} test sentences "
+            f"({v.get('n_bootstrap')} resamples, seed {v.get('bootstrap_seed')}; sacrebleu's paired resampling for "
+            "BLEU and chrF, sentences resampled for the mean reward); p is two-sided. "
+            f"{v.get('significance_rule', BEATS_RULE)}.\n")
+
+
 def verdict_text(v: dict) -> str:
-    """The verdict in plain words, control included, hiding nothing."""
+    """The verdict in plain words, control included, hiding nothing: intervals and the rule behind "beats"."""
     if not v:
         return "No ReST step was evaluated."
-    s = [f"Last ReST step (g={v['last_step']['g']}, i={v['last_step']['i']}) vs BC: "
-         f"chrF {v['test_chrf_vs_bc']:+.2f}, reward {v['test_reward_vs_bc']:+.4f}, BLEU {v['test_bleu_vs_bc']:+.2f}."]
+    s = []
+    table = significance_table(v)
+    if table:
+        s.append(table)
+    s.append(f"Last ReST step (g={v['last_step']['g']}, i={v['last_step']['i']}) vs BC: "
+             f"chrF {v['test_chrf_vs_bc']:+.2f}, reward {v['test_reward_vs_bc']:+.4f}, BLEU {v['test_bleu_vs_bc']:+.2f}"
+             f" — {_beats_words(v, 'bc', 'BC')}.")
     if "test_chrf_vs_control" in v:
         s.append(f"Vs the references-only control (same optimizer steps on the human references): "
                  f"chrF {v['test_chrf_vs_control']:+.2f}, reward {v['test_reward_vs_control']:+.4f}, "
-                 f"BLEU {v['test_bleu_vs_control']:+.2f} — ReST "
-                 + ("beats" if v["beats_control"] else "does NOT beat") + " the control.")
+                 f"BLEU {v['test_bleu_vs_control']:+.2f} — {_beats_words(v, 'control', 'the control')}.")
     if not v["bleu_held"]:
         s.append(f"BLEU fell by more than {HACKING_MARGIN} against BC.")
     if v["reward_hacking"]:

@@ -145,9 +145,15 @@ def step_run(tracking_uri: str, experiment: str, pipeline_run: str, step_name: s
         client.set_terminated(sr.run_id, status=status)
 
 
-def finish_pipeline_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
-    """Mark a pipeline's parent run ended (the last task of the pipeline calls this)."""
-    _client(tracking_uri).set_terminated(run_id, status=status)
+def finish_pipeline_run(tracking_uri: str, run_id: str, status: str = "FINISHED", message: str | None = None) -> None:
+    """Mark a pipeline's parent run ended: FINISHED, FAILED or KILLED (the pipeline's exit task calls this).
+
+    ``message`` (why it failed) is kept as the tag ``rest.error``.
+    """
+    client = _client(tracking_uri)
+    if message:
+        client.set_tag(run_id, "rest.error", str(message)[:5000])  # MLflow's tag value limit
+    client.set_terminated(run_id, status=status)
 
 
 # -- params, metrics, datasets, tables, artifacts ----------------------------------------------
@@ -284,27 +290,60 @@ def _pyplot():
     return plt
 
 
-def reward_histogram(rewards: Iterable[float], thresholds: Sequence[float], path: str,
-                     title: str = "Reward of grown candidates") -> str:
-    """Histogram of rewards with each filter threshold as a labelled vertical line; writes a PNG."""
+def threshold_marks(values: Sequence[float], thresholds: Sequence[float],
+                    configured: Sequence[float] | None = None, kept_label: str = "kept") -> list[dict]:
+    """The threshold lines of :func:`reward_histogram`: each used τ, its configured value, the share at or above it.
+
+    ``thresholds`` are the ones the filter used (after the guard); ``configured`` the schedule
+    as written, shown beside each used value that differs from it.
+    """
+    marks = []
+    for k, t in enumerate(thresholds):
+        share = sum(v >= t for v in values) / max(1, len(values))
+        conf = configured[k] if configured is not None and k < len(configured) else None
+        label = f" τ{k + 1} = {t:.3g}"
+        if conf is not None and abs(conf - t) > 1e-9:
+            label += f" (configured {conf:g})"
+        marks.append({"tau": float(t), "configured": conf, "share": share,
+                      "label": label + f": {share:.0%} {kept_label}"})
+    return marks
+
+
+def reward_histogram_figure(rewards: Iterable[float], thresholds: Sequence[float],
+                            title: str = "Reward of grown candidates", configured: Sequence[float] | None = None,
+                            kept_label: str = "kept"):
+    """The figure of :func:`reward_histogram` (the caller closes it); ``fig.threshold_marks`` lists what was drawn."""
     plt = _pyplot()
     values = [float(r) for r in rewards if r is not None and not math.isnan(float(r))]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.hist(values, bins=40, range=(0.0, 1.0) if all(0 <= v <= 1 for v in values) else None,
+            color="#4c72b0", alpha=0.85)
+    marks = threshold_marks(values, thresholds, configured, kept_label)
+    for k, m in enumerate(marks):
+        ax.axvline(m["tau"], color="#c44e52", linestyle="--", linewidth=1.2)
+        ax.text(m["tau"], ax.get_ylim()[1] * (0.95 - 0.07 * k), m["label"], color="#c44e52", fontsize=8, va="top")
+    if values:
+        mean = sum(values) / len(values)
+        ax.axvline(mean, color="black", linewidth=1)
+        ax.text(mean, ax.get_ylim()[1] * 0.5, f" mean {mean:.3f}", fontsize=8)
+    ax.set_xlabel("reward")
+    ax.set_ylabel("candidates")
+    ax.set_title(f"{title} (n={len(values)})")
+    fig.threshold_marks = marks
+    return fig
+
+
+def reward_histogram(rewards: Iterable[float], thresholds: Sequence[float], path: str,
+                     title: str = "Reward of grown candidates", configured: Sequence[float] | None = None,
+                     kept_label: str = "kept") -> str:
+    """Histogram of rewards with each filter threshold as a labelled vertical line; writes a PNG.
+
+    Draw the thresholds the filter actually used; pass the configured schedule as
+    ``configured`` to have it written beside each one the guard moved.
+    """
+    plt = _pyplot()
+    fig = reward_histogram_figure(rewards, thresholds, title, configured, kept_label)
     try:
-        ax.hist(values, bins=40, range=(0.0, 1.0) if all(0 <= v <= 1 for v in values) else None,
-                color="#4c72b0", alpha=0.85)
-        for k, t in enumerate(thresholds):
-            kept = sum(v >= t for v in values) / max(1, len(values))
-            ax.axvline(t, color="#c44e52", linestyle="--", linewidth=1.2)
-            ax.text(t, ax.get_ylim()[1] * (0.95 - 0.07 * k), f" τ{k + 1}={t:g} ({kept:.0%} kept)",
-                    color="#c44e52", fontsize=8, va="top")
-        if values:
-            mean = sum(values) / len(values)
-            ax.axvline(mean, color="black", linewidth=1)
-            ax.text(mean, ax.get_ylim()[1] * 0.5, f" mean {mean:.3f}", fontsize=8)
-        ax.set_xlabel("reward")
-        ax.set_ylabel("candidates")
-        ax.set_title(f"{title} (n={len(values)})")
         _save(fig, path)
     finally:
         plt.close(fig)

@@ -67,6 +67,29 @@ def test_tiny_rest_run_through_kfp_local(tmp_path, tiny_data, tiny_policy):
     # The control trains for as many optimizer steps as the Improve steps did together.
     assert steps[3]["optimizer_steps"] == steps[2]["optimizer_steps"] > 0
     assert (out / "summary.md").read_text().startswith("| policy |")
+    # The verdict's paired-bootstrap intervals, from the per-sentence outputs the reports carried.
+    v = summary["verdict"]
+    n_test = steps[0]["test_sentences"]
+    assert v["test_sentences"] == n_test > 0
+    for base in ("bc", "control"):
+        for key in ("test_chrf", "test_reward", "test_bleu"):
+            r = v["significance"][base][key]
+            lo, hi = r["delta_ci"]
+            assert lo <= hi and 0 < r["p_value"] <= 1
+            assert r["delta"] == pytest.approx(steps[2][key] - steps[3 if base == "control" else 0][key], abs=1e-6)
+        assert v[f"beats_{base}"] == (v["significance"][base]["test_chrf"]["delta_ci"][0] > 0
+                                      and v["significance"][base]["test_reward"]["delta_ci"][0] > 0)
+    md = (out / "summary.md").read_text()
+    assert "| last ReST step vs | metric | Δ | 95 % interval | p |" in md and "| control | reward |" in md
+    # Every task's wall time, each counted once, with its share of the total.
+    tasks = {t["task"]: t for t in summary["timing"]["tasks"]}
+    assert set(tasks) == {"bootstrap", "evaluate-bc", "grow-1/sample", "grow-1/score", "grow-1/improve-1/filter",
+                          "grow-1/improve-1/finetune", "grow-1/improve-1/evaluate", "grow-1/improve-2/filter",
+                          "grow-1/improve-2/finetune", "grow-1/improve-2/evaluate", "control/finetune",
+                          "control/evaluate", "summarize"}
+    assert all(tasks[k]["wall_s"] > 0 for k in tasks if k != "bootstrap")  # the given policy is not trained
+    assert sum(t["share"] for t in tasks.values()) == pytest.approx(1.0)
+    assert "| grow-1/sample |" in md and "register (runs after summarize)" in md
 
 
 def test_learned_reward_without_a_model_adds_its_training_task(tmp_path):
