@@ -48,6 +48,27 @@ def check_policy_dir(path: str) -> None:
         raise PolicyError(f"{path}: no *.safetensors weights{hint}")
     if not ({"tokenizer.json", "tokenizer_config.json"} & files or any(f.endswith(".model") for f in files)):
         raise PolicyError(f"{path}: no tokenizer files; save the tokenizer into the same directory")
+    for name in sorted(f for f in files if f.endswith(".safetensors")):
+        check_safetensors(os.path.join(path, name))
+
+
+def check_safetensors(path: str) -> None:
+    """Parse a weights file's safetensors header (cheap: the tensors are not read); fail clearly.
+
+    A truncated upload, an interrupted copy or a placeholder file passes a file-name check
+    but not this one.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            n = len(list(f.keys()))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise PolicyError(f"{path}: not a readable safetensors file ({os.path.getsize(path)} bytes: {e}); "
+                          "the file is truncated or not weights: copy or save the model again with "
+                          "save_pretrained(safe_serialization=True)") from None
+    if n == 0:
+        raise PolicyError(f"{path}: a safetensors file with no tensors; save the model again with save_pretrained()")
 
 
 def load_policy(path: str, trust_remote_code: bool = False):

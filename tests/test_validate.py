@@ -1,16 +1,20 @@
 """Input validation: every bad input gives one error naming the field or file (and line) and the fix.
 
 Table-driven: each case builds a broken input in a fresh directory, runs ``validate_run``
-and matches the error message. Policy directories here are stand-ins (the right file
-names, dummy contents): ``validate_run`` checks a directory's shape, it does not load it.
+and matches the error message. The good policy is a real tiny one (its tokenizer counts
+tokens); broken ones are stand-ins with the right file names and, where the case is not
+about them, a real safetensors header.
 """
 from __future__ import annotations
 
 import http.server
 import json
 import os
+import shutil
 import socket
 import threading
+
+import re
 
 import pytest
 
@@ -24,16 +28,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def fake_policy(d, files=("config.json", "model.safetensors", "tokenizer.json"), config=None):
+def fake_policy(d, files=("config.json", "model.safetensors", "tokenizer.json"), config=None, weights=b""):
+    """A directory with these file names; model.safetensors holds a real one-tensor header unless
+    ``weights`` gives other bytes."""
+    from safetensors.torch import save_file
+    import torch
+
     os.makedirs(d, exist_ok=True)
     for name in files:
-        with open(os.path.join(d, name), "w", encoding="utf-8") as f:
-            f.write(json.dumps(config or {"model_type": "mbart"}) if name == "config.json" else "x")
+        path = os.path.join(d, name)
+        if name.endswith(".safetensors") and not weights:
+            save_file({"w": torch.zeros(2)}, path)
+            continue
+        with open(path, "wb") as f:
+            f.write(json.dumps(config or {"model_type": "mbart"}).encode() if name == "config.json" else
+                    weights if name.endswith(".safetensors") else b"x")
     return str(d)
 
 
+@pytest.fixture(autouse=True)
+def _tiny(tiny_policy):
+    Case.good_policy = tiny_policy
+
+
 class Case:
-    """One input: a config dict, data files and a policy built under ``tmp``."""
+    """One input: a config dict, data files and a (real, tiny) policy built under ``tmp``."""
+
+    good_policy = ""
 
     def __init__(self, tmp):
         self.tmp = tmp
@@ -42,8 +63,10 @@ class Case:
         self.train = write_tsv(tmp / "train.tsv", rows)
         self.valid = write_tsv(tmp / "valid.tsv", bundled_rows("valid", 4))
         self.test = write_tsv(tmp / "test.tsv", bundled_rows("test", 4))
-        self.policy = fake_policy(tmp / "policy")
+        self.policy = str(tmp / "policy")
+        shutil.copytree(self.good_policy, self.policy)
         self.kwargs: dict = {}
+        self.warnings: list[str] = []
 
     def write(self, name, text: str | bytes):
         p = self.tmp / name
@@ -52,7 +75,7 @@ class Case:
 
     def run(self):
         return validate_run(self.config, train=self.train, valid=self.valid, test=self.test,
-                            initial_policy=self.policy, **self.kwargs)
+                            initial_policy=self.policy, warnings=self.warnings, **self.kwargs)
 
 
 HEADER = "id\tde\ten\n"
@@ -76,10 +99,35 @@ def train_jsonl(text):
     return apply
 
 
-def policy_files(*files, config=None):
+def policy_files(*files, config=None, weights=b""):
     def apply(c):
-        c.policy = fake_policy(c.tmp / "p2", files, config)
+        c.policy = fake_policy(c.tmp / "p2", files, config, weights)
     return apply
+
+
+def heldout_tsv(text):
+    def apply(c):
+        c.test = c.write("test.tsv", text)
+    return apply
+
+
+def valid_tsv(text):
+    def apply(c):
+        c.valid = c.write("valid.tsv", text)
+    return apply
+
+
+def _truncated_weights() -> bytes:
+    """A real safetensors file cut short in its tensor data: what an interrupted copy leaves."""
+    import torch
+    from safetensors.torch import save
+
+    whole = save({"w": torch.zeros(256)})
+    return whole[:len(whole) - 512]
+
+
+TRUNCATED_WEIGHTS = _truncated_weights()
+TRAIN_ROW = "\t".join(bundled_rows("train", 12)[4]) + "\n"   # a training row, to leak into the other splits
 
 
 def setattr_(name, value):
@@ -126,6 +174,12 @@ CASES = [
     ("temperature zero", cfg("sample", temperature=0.0), r"sample\.temperature: is 0\.0; must be > 0"),
     ("temperature negative", cfg("sample", temperature=-1.0), r"sample\.temperature: is -1\.0; must be > 0"),
     ("num_samples zero", cfg("sample", num_samples=0), r"sample\.num_samples: is 0; sample at least 1 candidate"),
+    ("num_samples over the cap", cfg("sample", num_samples=100000),
+     r"sample\.num_samples: is 100000, over the cap of 1024; the paper samples 25-100 .* use e\.g\. 8-100"),
+    ("max_length_ratio over the cap", cfg("sample", max_length_ratio=50.0),
+     r"sample\.max_length_ratio: is 50\.0; must be > 0 and at most 10 .* e\.g\. 2\.0"),
+    ("max_length_ratio zero", cfg("sample", max_length_ratio=0.0), r"sample\.max_length_ratio: is 0\.0; must be > 0"),
+    ("unknown overlong action", cfg("data", overlong="drop"), r"data\.overlong: is 'drop'; use skip .* or error"),
     ("grow_steps zero", cfg("loop", grow_steps=0), r"loop\.grow_steps: is 0; run at least 1 Grow step"),
     ("percentile mode wrong count", cfg("filter", mode="percentile", thresholds=[0.5, 0.6], percentiles=[50.0]),
      r"filter\.percentiles: has 1 values but thresholds has 2; give one per Improve step"),
@@ -163,10 +217,29 @@ CASES = [
     ("empty target", train_tsv(HEADER + ROW + "a2\tHallo\t\n"), r"train\.tsv:3: empty target text in column 'en'"),
     ("duplicated ids", train_tsv(HEADER + ROW + ROW.replace("Welt", "Erde")),
      r"train\.tsv:3: id 'a1' already used on line 2; ids must be unique"),
-    ("too many words", train_tsv(HEADER + "a1\t" + "Wort " * 201 + "\tword\n"),
-     r"train\.tsv:2: 'de' has 201 words, over data\.max_words=200; split it or raise the limit"),
-    ("absurd length in characters", train_tsv(HEADER + "a1\tHallo\t" + "x" * 7000 + "\n"),
+    ("too many words (overlong=error)", many(cfg("data", overlong="error"),
+                                             train_tsv(HEADER + ROW + "a2\t" + "Wort " * 201 + "\tword\n")),
+     r"train\.tsv:3: 'de' has 201 words, over data\.max_words=200; split it or raise the limit, "
+     r"or set data\.overlong=skip"),
+    ("absurd length in characters (overlong=error)", many(cfg("data", overlong="error"),
+                                                          train_tsv(HEADER + "a1\tHallo\t" + "x" * 7000 + "\n")),
      r"train\.tsv:2: 'en' has 7000 characters, over 30 x data\.max_words=200"),
+    ("only over-long rows", train_tsv(HEADER + "a1\t" + "Wort " * 201 + "\tword\n"),
+     r"train\.tsv: no data rows.*\(1 over-long rows skipped: .*train\.tsv:2: 'de' has 201 words"),
+    ("gigantic line (overlong=error)", many(cfg("data", overlong="error"),
+                                            train_tsv(HEADER + ROW + "a2\t" + "x" * (3 << 20) + "\tbig\n")),
+     r"train\.tsv:3: line of 3145736 bytes, over the 1048576-byte cap; split it into sentences"),
+    ("duplicate header column", train_tsv("id\tde\ten\tde\n" + ROW.rstrip("\n") + "\tServus\n"),
+     r"train\.tsv:1: column 'de' appears 2 times in the header \['id', 'de', 'en', 'de'\]; rename or remove"),
+    ("duplicate JSON key", train_jsonl('{"de": "Hallo", "en": "Hi", "en": "Hello"}\n'),
+     r"train\.jsonl:1: key 'en' appears twice in one object"),
+    ("test source also in train", heldout_tsv(HEADER + "t1\tNeuer Satz\tNew sentence\n" + "t2\t" + TRAIN_ROW.split("\t", 1)[1]),
+     r"data\.test: 1 source sentences of .*test\.tsv \(test\) are also in .*train\.tsv \(train\), e\.g\. '.+'; "
+     r"test sentences seen in train make the reported figures optimistic"),
+    ("test source also in valid", many(valid_tsv(HEADER + "v1\tGleicher Satz\tSame\n"),
+                                       heldout_tsv(HEADER + "t1\tGleicher Satz\tSame\n")),
+     r"data\.test: 1 source sentences of .*test\.tsv \(test\) are also in .*valid\.tsv \(valid\), "
+     r"e\.g\. 'Gleicher Satz'"),
     ("wrong field count", train_tsv(HEADER + ROW + "a2\tHallo\tHello\textra\n"),
      r"train\.tsv:3: 4 tab-separated fields, the header has 3; remove stray tabs"),
     ("JSONL line not JSON", train_jsonl('{"de": "Hallo", "en": "Hello"}\n{"de": "Hallo",\n'),
@@ -201,6 +274,31 @@ CASES = [
     ("policy wants remote code", policy_files("config.json", "model.safetensors", "tokenizer.json",
                                               config={"model_type": "x", "auto_map": {"AutoModel": "m.M"}}),
      r"config\.json asks to run the directory's own Python code \(auto_map\).*bootstrap\.trust_remote_code=true"),
+    ("policy weights of 1 byte", policy_files("config.json", "model.safetensors", "tokenizer.json", weights=b"x"),
+     r"initial policy: .*p2/model\.safetensors: not a readable safetensors file \(1 bytes: .*header too small\); "
+     r"the file is truncated or not weights"),
+    ("policy weights truncated", policy_files("config.json", "model.safetensors", "tokenizer.json",
+                                              weights=TRUNCATED_WEIGHTS),
+     rf"initial policy: .*model\.safetensors: not a readable safetensors file \({len(TRUNCATED_WEIGHTS)} bytes: "
+     r".*\); the file is truncated"),
+    ("policy not seq2seq", policy_files("config.json", "model.safetensors", "tokenizer.json",
+                                        config={"model_type": "bert"}),
+     r"initial policy: .*config\.json: model_type 'bert' is not an encoder-decoder \(seq2seq\) model that "
+     r"AutoModelForSeq2SeqLM can load; a translation policy must be one of: .*\bmarian\b.*\bmbart\b.*\bt5\b"),
+    ("policy with a classification head", policy_files("config.json", "model.safetensors", "tokenizer.json",
+                                                       config={"model_type": "bart",
+                                                               "architectures": ["BartForSequenceClassification"]}),
+     r"architectures \['BartForSequenceClassification'\] hold no seq2seq language-model head \(for 'bart': "
+     r"BartForConditionalGeneration\)"),
+    ("policy tokenizer does not load", policy_files("config.json", "model.safetensors", "tokenizer.json"),
+     r"initial policy: .*p2: the tokenizer does not load \(.*\); save it with tokenizer\.save_pretrained\(\)"),
+    ("s3 policy without an object store", setattr_("policy", "s3://rest/runs/x/0/0/policy"),
+     r"initial policy: s3://rest/runs/x/0/0/policy: an s3:// policy needs the object store: set REST_S3_ENDPOINT"),
+    ("registry policy without MLflow", setattr_("policy", "models:/rest-de-en@champion"),
+     r"initial policy: models:/rest-de-en@champion: a registry model needs the MLflow server holding it: "
+     r"set MLFLOW_TRACKING_URI"),
+    ("registry URI malformed", setattr_("policy", "models:/just-a-name"),
+     r"initial policy: models:/just-a-name: not a registry URI; use models:/NAME/VERSION or models:/NAME@ALIAS"),
     # -- services ---------------------------------------------------------------------------
     ("MinIO unreachable", s3_unreachable,
      r"object store: check bucket rest: S3 endpoint http://127\.0\.0\.1:\d+, bucket 'rest' still failing.*"
@@ -214,22 +312,65 @@ CASES = [
 ]
 
 
+# Where a message starts: the config field, the input, or the file it is about.
+NAMES_WHERE = re.compile(r"^(config|[a-z_]+(\.[a-z_]+)?|initial policy|object store|MLflow tracking (server|store|URI) \S+"
+                         r"|/[^:]+\.(tsv|jsonl|csv)(:\d+)?|/nonexistent/\S+|gs://\S+): ")
+
+
 @pytest.mark.parametrize("name, breaks, message", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_gives_one_clear_error(tmp_path, name, breaks, message):
     case = Case(tmp_path)
     breaks(case)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as err:
         case.run()
-
-
-def test_table_is_big_enough():
-    assert len(CASES) >= 25
+    assert NAMES_WHERE.match(str(err.value)), f"the message does not start with what it is about: {err.value}"
 
 
 def test_good_inputs_pass(tmp_path):
     case = Case(tmp_path)
     cfg = case.run()
     assert cfg.filter.improve_steps == 3
+    assert case.warnings == []
+
+
+def test_overlong_rows_are_reported_not_fatal(tmp_path):
+    case = Case(tmp_path)
+    case.train = case.write("train.tsv", HEADER + ROW + "a2\t" + "Wort " * 201 + "\tword\n"
+                            + "a3\t" + "x" * (3 << 20) + "\tbig\n" + "a4\tGuten Tag\tGood day\n")
+    case.run()
+    assert len(case.warnings) == 1
+    assert case.warnings[0].startswith("2 over-long rows will be skipped (data.overlong=skip; over data.max_words=200): ")
+    assert "train.tsv:3: 'de' has 201 words" in case.warnings[0] and "train.tsv:4: line of 3145736 bytes" in case.warnings[0]
+
+
+def test_train_and_valid_sharing_sentences_or_ids_is_a_warning(tmp_path):
+    case = Case(tmp_path)
+    case.valid = case.write("valid.tsv", HEADER + TRAIN_ROW + "v9\tNeu\tNew\n")
+    case.run()
+    assert len(case.warnings) == 2
+    assert "data.valid: 1 source sentences of " in case.warnings[0] and "validation will be optimistic" in case.warnings[0]
+    assert case.warnings[1].startswith(f"data.valid: 1 ids also used in train (e.g. {TRAIN_ROW.split(chr(9))[0]!r})")
+
+
+def test_rows_over_the_policy_token_limit_are_counted_before_any_compute(tmp_path):
+    from rest.policy import load_policy, token_lengths
+
+    case = Case(tmp_path)
+    _, tok = load_policy(case.policy)
+    words = " ".join(r[1] for r in bundled_rows("train", 60)).split()[:190]  # under max_words
+    long = " ".join(words)
+    n_tokens = token_lengths(tok, [long])[0]
+    assert n_tokens > 256
+    case.test = case.write("test.tsv", HEADER + "".join("\t".join(r) + "\n" for r in bundled_rows("test", 4))
+                           + f"t9\t{long}\tshort\n")
+    case.run()
+    assert case.warnings == [f"1 of 21 rows are over the policy's maximum of 256 tokens ({case.test} id 't9': "
+                             f"source has {n_tokens} tokens): training will skip them and translation will "
+                             "truncate them to 256 tokens"]
+    case.config = {"data": {"overlong": "error"}}
+    with pytest.raises(ValueError, match=r"^data: 1 of 21 rows are over the policy's maximum of 256 tokens .*"
+                                         r"split them, or set data\.overlong=skip"):
+        case.run()
 
 
 def test_check_data_false_skips_the_files(tmp_path):
