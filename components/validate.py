@@ -12,6 +12,9 @@ def validate_op(config: dict, train: str, valid: str, test: str, initial_policy:
     from rest.validate import validate_run
 
     with step("validate") as s:
+        warnings: list = []  # each also logged: over-long rows to skip, rows over the token limit, overlaps
         validate_run(config, train=train, valid=valid, test=test, initial_policy=initial_policy,
-                     s3_settings=s3_settings(), tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None)
+                     s3_settings=s3_settings(), tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
+                     warnings=warnings)
+        s.metric(validate_warnings=len(warnings))
         s.run_config = config  # the resolved config, logged once on the pipeline's parent run
