@@ -20,6 +20,7 @@ import pytest
 
 from rest.validate import redact_uri, validate_run
 from tests.conftest import bundled_rows, write_tsv
+from tests.servers import mlflow_server, s3_server  # noqa: F401  (fixtures)
 
 
 def free_port() -> int:
@@ -441,3 +442,73 @@ def test_cli_validate(tmp_path, capsys, monkeypatch):
     assert main(common) == 2
     assert "MLflow tracking server" in capsys.readouterr().err
     assert main(common + ["--no-services"]) == 0
+
+
+# -- s3:// and models:/ policies, against the real local servers ---------------------------------
+
+@pytest.mark.integration
+def test_s3_policy_is_checked_in_the_object_store(tmp_path, s3_server, tiny_policy):
+    from rest.storage import ArtifactStore
+
+    settings = s3_server.settings(bucket="policies")
+    store = ArtifactStore(settings)
+    store.ensure_bucket()
+    store.put_dir(tiny_policy, "runs/r1/0/0/policy")
+    case = Case(tmp_path)
+    case.kwargs.update(s3_settings=settings, timeout_s=5.0)
+    case.policy = "s3://policies/runs/r1/0/0/policy"
+    case.run()  # published, weights' header parses, tokenizer fetched and used for the token counts
+    assert case.warnings == []
+
+    case.policy = "s3://policies/runs/nothing-here"
+    with pytest.raises(ValueError, match=r"^initial policy: s3://policies/runs/nothing-here: no _MANIFEST\.json "
+                                         r"under this prefix \(the prefix is empty\)"):
+        case.run()
+
+    # Weights cut short on upload: the manifest lists them, the header check reads 8 + n bytes only.
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_policy, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    store.put_dir(str(broken), "runs/r2/0/0/policy")
+    case.policy = "s3://policies/runs/r2/0/0/policy"
+    with pytest.raises(ValueError, match=r"^initial policy: s3://policies/runs/r2/0/0/policy/model\.safetensors: "
+                                         r"not a readable safetensors file \(1000 bytes: .*publish the policy again"):
+        case.run()
+
+    # A non-seq2seq config behind a published prefix is caught too.
+    (broken / "model.safetensors").write_bytes((tmp_path / "policy" / "model.safetensors").read_bytes())
+    (broken / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    store.put_dir(str(broken), "runs/r3/0/0/policy")
+    case.policy = "s3://policies/runs/r3/0/0/policy"
+    with pytest.raises(ValueError, match=r"s3://policies/runs/r3/0/0/policy/config\.json: model_type 'bert' is not"):
+        case.run()
+
+
+@pytest.mark.integration
+def test_registry_policy_must_resolve_in_mlflow(tmp_path, mlflow_server, tiny_policy):
+    from mlflow import MlflowClient
+
+    from rest import registry
+
+    uri, name = mlflow_server.url, "rest-validate-policy"
+    version = registry.register_policy(tiny_policy, name, uri)
+    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(name, "champion", version)
+    case = Case(tmp_path)
+    case.kwargs["tracking_uri"] = uri
+    for ok in (f"models:/{name}/{version}", f"models:/{name}@champion"):
+        case.policy = ok
+        case.run()
+    for bad, message in (
+            (f"models:/{name}/999", rf"initial policy: models:/{name}/999: model '{name}' on http://127\.0\.0\.1:\d+ "
+                                    r"has no version '999'"),
+            (f"models:/{name}@nope", rf"model '{name}' on .* has no alias 'nope'; list its versions"),
+            ("models:/no-such-model@champion", r"initial policy: models:/no-such-model@champion: no registered model "
+                                               r"'no-such-model' on http://127\.0\.0\.1:\d+")):
+        case.policy = bad
+        with pytest.raises(ValueError, match=message):
+            case.run()
+    case.policy = f"models:/{name}@champion"
+    case.kwargs["tracking_uri"] = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ValueError, match=r"^MLflow tracking server http://127\.0\.0\.1:\d+: unreachable"):
+        case.run()
