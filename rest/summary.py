@@ -31,7 +31,8 @@ BEATS_RULE = ("ReST \"beats\" a baseline only when the 95 % paired-bootstrap int
               "difference and the mean-reward difference lie above 0 (BLEU is reported, not part of the rule)")
 COMPARED = (("test_chrf", "chrF", 2), ("test_reward", "reward", 4), ("test_bleu", "BLEU", 2))
 # Tasks whose time no row carries: no output of theirs reaches the summarize task with a time on it.
-UNTIMED_TASKS = ("validate", "prepare", "merge (sharded Grow)", "reward-model", "register (runs after summarize)")
+UNTIMED_TASKS = ("validate", "prepare", "merge (sharded Grow)", "reward-model", "register (runs after summarize)",
+                 "finish (the exit task, runs last)")
 
 
 def make_row(label: str, g: int, i: int, metrics: dict, model_path: str, model_info: dict | None = None,
@@ -204,6 +205,7 @@ def task_times(rows: list[dict], extra: dict[str, float] | None = None) -> dict:
             if wall is not None:
                 walls.setdefault(name, float(wall))
     walls.update(extra or {})
+    walls = dict(sorted(walls.items(), key=lambda kv: _task_order(kv[0])))
     total = sum(walls.values())
     return {"tasks": [{"task": k, "wall_s": round(v, 1), "share": v / total if total else 0.0} for k, v in walls.items()],
             "total_s": round(total, 1), "not_timed": list(UNTIMED_TASKS),
@@ -211,6 +213,23 @@ def task_times(rows: list[dict], extra: dict[str, float] | None = None) -> dict:
                     "seconds each task spends starting its process and importing are not counted, so the total "
                     "is below the pipeline's wall time. Sharded sampling counts its slowest shard. Not timed here: "
                     + ", ".join(UNTIMED_TASKS) + "."}
+
+
+_FIXED_ORDER = ("validate", "prepare", "bootstrap", "evaluate-bc", "reward-model")
+_STEP_ORDER = ("sample", "merge", "score", "filter", "finetune", "evaluate")
+
+
+def _task_order(name: str) -> tuple:
+    # Pipeline order, whatever order the timings arrived in (KFP metadata comes back key-sorted).
+    if name in _FIXED_ORDER:
+        return (0, _FIXED_ORDER.index(name))
+    parts = name.split("/")
+    last = _STEP_ORDER.index(parts[-1]) if parts[-1] in _STEP_ORDER else len(_STEP_ORDER)
+    if parts[0].startswith("grow-"):
+        g = int(parts[0][5:])
+        i = int(parts[1][8:]) if len(parts) > 2 and parts[1].startswith("improve-") else 0
+        return (1, g, i, last)
+    return (2 if parts[0] == "control" else 3, last, name)
 
 
 def time_table(timing: dict) -> str:
