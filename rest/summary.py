@@ -211,7 +211,8 @@ def task_times(rows: list[dict], extra: dict[str, float] | None = None) -> dict:
             "total_s": round(total, 1), "not_timed": list(UNTIMED_TASKS),
             "note": "Wall seconds measured inside each task (from its start to its outputs written); the few "
                     "seconds each task spends starting its process and importing are not counted, so the total "
-                    "is below the pipeline's wall time. Sharded sampling counts its slowest shard. Not timed here: "
+                    "is below the pipeline's wall time. Sharded sampling counts its slowest shard; a task taken from "
+                    "KFP's cache shows the time of the run that computed it. Not timed here: "
                     + ", ".join(UNTIMED_TASKS) + "."}
 
 
