@@ -24,7 +24,7 @@ def policy(tiny_policy):
 
 
 def test_backend_setting_is_checked():
-    assert SampleConfig().backend == "ctranslate2" and EvaluateConfig().backend == "hf"
+    assert SampleConfig().backend == "ctranslate2" and EvaluateConfig().backend == "ctranslate2"
     with pytest.raises(ConfigError, match="sample.backend"):
         SampleConfig(backend="vllm")
     with pytest.raises(ConfigError, match="evaluate.backend"):
@@ -42,16 +42,37 @@ def test_ctranslate2_greedy_matches_hf(policy):
     assert fast == hf
 
 
-def test_ctranslate2_sampling_shape_order_and_seed(policy):
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped BC policy: it translates, so outputs differ by source and order can be checked."""
+    from rest.policy import load_policy
+
+    return load_policy(os.path.join(ROOT, "models", "bc-libreoffice-de-en"))
+
+
+def test_ctranslate2_sampling_shape_order_and_seed(policy, shipped):
     from rest import fast_generate
+    from rest.rewards import chrf_reward
 
     model, tok = policy
     kw = dict(mode="sample", num_return=3, temperature=0.8, max_length_ratio=0.5)
     a = fast_generate.generate(model, tok, SOURCES, seed=1, **kw)
     assert len(a) == len(SOURCES) and all(len(c) == 3 for c in a)
     assert fast_generate.generate(model, tok, SOURCES, seed=1, **kw) == a
-    # Order is the input order: one source alone gets the same kind of output as in the batch.
     assert fast_generate.generate(model, tok, [], seed=1, **kw) == []
+
+    # Order is the input order (the backend reorders sources into length buckets and back).
+    model, tok = shipped
+    greedy = [fast_generate.generate(model, tok, [s], mode="greedy")[0][0] for s in SOURCES]  # one at a time
+    assert len(set(greedy)) == len(SOURCES)  # distinct outputs, so a mix-up would show
+    assert [o[0] for o in fast_generate.generate(model, tok, SOURCES, mode="greedy")] == greedy
+    assert [o[0] for o in fast_generate.generate(model, tok, SOURCES[::-1], mode="greedy")] == greedy[::-1]
+    # Samples: each source's candidates are closest (mean chrF) to that source's own greedy
+    # translation, not to another source's.
+    samples = fast_generate.generate(model, tok, SOURCES, mode="sample", num_return=3, temperature=0.8, seed=1)
+    for i, cands in enumerate(samples):
+        closeness = [sum(chrf_reward([SOURCES[j]] * 3, cands, [greedy[j]] * 3)) for j in range(len(SOURCES))]
+        assert max(range(len(SOURCES)), key=closeness.__getitem__) == i, (SOURCES[i], cands, greedy)
 
 
 def test_converted_model_is_reused_until_weights_change(policy):
@@ -88,20 +109,37 @@ def test_sampling_bench_tiny(tiny_policy, capsys):
     import sampling
 
     r = sampling.main(["--policy", tiny_policy, "--sources", "4", "--num-samples", "2", "--rounds", "1",
-                       "--max-length-ratio", "0.5"])
-    assert set(r["paths"]) == {"baseline", "hf", "ctranslate2"}
-    assert r["speedup_hf_vs_baseline"] > 0 and r["speedup_ctranslate2_vs_hf"] > 0
-    assert "candidates/s" in capsys.readouterr().out
+                       "--max-length-ratio", "0.5", "--threads", "1"])
+    assert set(r["paths"]) == {"per_sentence", "hf_batched", "hf", "ctranslate2"}
+    assert r["speedup_ctranslate2_vs_hf_batched"] > 0 and r["speedup_hf_batched_vs_per_sentence"] > 0
+    assert r["machine"]["load_avg_1min_at_end"] >= 0
+    assert "speedup_ctranslate2_vs_hf_batched" in capsys.readouterr().out
+
+
+def test_sampling_bench_batched_baseline_keeps_order(shipped):
+    """bench/sampling.py's plain batched HF baseline returns N samples per source, in input order."""
+    import sampling
+    from rest.policy import generate
+
+    model, tok = shipped
+    out = sampling.batched_generate(model, tok, SOURCES, 2, 1e-4, 2.0, seed=0, batch_sequences=4)
+    greedy = [o[0] for o in generate(model, tok, SOURCES, mode="greedy")]
+    assert len(out) == len(SOURCES) and all(len(c) == 2 for c in out)
+    assert [c[0] for c in out] == greedy  # T -> 0 sampling is greedy: same text at the same index
 
 
 def test_finetune_bench_tiny(tiny_policy):
     import finetune
 
     r = finetune.main(["--policy", tiny_policy, "--rows", "40", "--steps", "1", "--rounds", "1",
-                       "--batch-tokens", "400"])
-    b, n = r["paths"]["bucketed"], r["paths"]["naive"]
-    assert b["real_token_share_of_padded"] > n["real_token_share_of_padded"]
-    assert r["speedup_bucketed_vs_naive"] > 0
+                       "--batch-tokens", "400", "--threads", "1"])
+    b, p, w = r["paths"]["bucketed"], r["paths"]["per_batch"], r["paths"]["dataset_max"]
+    # Bucketing pads less than per-batch padding, which pads less than padding to the dataset's maximum.
+    assert b["epoch_real_token_share"] > p["epoch_real_token_share"] > w["epoch_real_token_share"]
+    assert 0 < w["real_token_share_of_padded"] <= p["real_token_share_of_padded"] <= 1  # same batches, more padding
+    # The collator's batches train the same loss as rest.train (checked inside the bench).
+    assert max(r["collator_loss_abs_diff_vs_train_nll"].values()) < 1e-4
+    assert r["speedup_bucketed_vs_per_batch"] > 0 and r["speedup_bucketed_vs_dataset_max"] > 0
 
 
 def test_quality_report_flags_hacking_and_best_of_n(tmp_path):
