@@ -1,9 +1,12 @@
 """Paired significance tests of two systems on the same test sentences: one place for all of them.
 
 Corpus BLEU and chrF go through sacrebleu's paired bootstrap resampling (``sacrebleu
---paired-bs``): its p-value and per-system intervals come from sacrebleu itself, and the
-95 % interval of the *difference* comes from the same resamples (sacrebleu draws its indices
-with ``numpy.random.default_rng(seed)``, as done here, so both describe one bootstrap).
+--paired-bs``), redone here on sacrebleu's own sufficient statistics with the indices it
+draws (``numpy.random.default_rng(seed)``), so its p-value and per-system intervals come out
+exactly as ``sacrebleu.significance.PairedTest`` gives them (a test checks it), and the 95 %
+interval of the *difference* comes from the same resamples. Done here rather than by calling
+``PairedTest``, because the difference's interval needs the resampled scores it keeps to
+itself, and so that a system compared with two others is resampled once.
 A sentence-level score such as the reward is tested the same way over sentences
 (:func:`paired_bootstrap_mean`).
 
@@ -15,8 +18,6 @@ identical systems), which is why the run's verdict reads the interval and ``delt
 """
 from __future__ import annotations
 
-import contextlib
-import os
 from typing import Sequence
 
 import numpy as np
@@ -24,20 +25,6 @@ import numpy as np
 N_BOOTSTRAP = 1000
 SEED = 12345
 LEVEL = 0.95
-
-
-@contextlib.contextmanager
-def _sacrebleu_seed(seed: int):
-    # sacrebleu's paired tests take their seed only from this variable.
-    old = os.environ.get("SACREBLEU_SEED")
-    os.environ["SACREBLEU_SEED"] = str(seed)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("SACREBLEU_SEED", None)
-        else:
-            os.environ["SACREBLEU_SEED"] = old
 
 
 def _indices(n_items: int, n_bootstrap: int, seed: int) -> np.ndarray:
@@ -57,45 +44,78 @@ def _interval(resampled_delta: np.ndarray, level: float = LEVEL) -> tuple[float,
     return float(lo), float(hi)
 
 
+_METRICS = ("chrf", "bleu")
+
+
+def _scorer(metric: str):
+    from sacrebleu.metrics import BLEU, CHRF
+
+    if metric not in _METRICS:
+        raise ValueError(f"metric {metric!r}: use chrf or bleu")
+    return {"chrf": CHRF, "bleu": BLEU}[metric]()
+
+
+def resample_corpus(hypotheses: Sequence[str], references: Sequence[str], metric: str = "chrf",
+                    n_bootstrap: int = N_BOOTSTRAP, seed: int = SEED) -> dict:
+    """One system's corpus score and its scores on sacrebleu's bootstrap resamples of the sentences.
+
+    The expensive half of a paired test (sacrebleu's sufficient statistics per sentence), so
+    a system compared with several others is resampled once: see :func:`paired_from_resamples`.
+    """
+    scorer = _scorer(metric)
+    if len(hypotheses) != len(references) or not references:
+        raise ValueError("paired test needs equally many hypotheses and reference sentences (> 0)")
+    suff = scorer._extract_corpus_statistics(list(hypotheses), [list(references)])
+    corpus = scorer._compute_score_from_stats(np.array(suff, dtype="float64").sum(0))
+    suff32 = np.array(suff, dtype="float32")  # as sacrebleu resamples (float32 sums)
+    idx = _indices(len(references), n_bootstrap, seed)
+    resampled = np.array([scorer._compute_score_from_stats(x.sum(0)).score for x in suff32[idx]])
+    # corpus.name: sacrebleu's own label, e.g. "chrF2" or "BLEU", as its paired test prints it.
+    return {"name": corpus.name, "score": float(corpus.score), "resampled": resampled, "n": len(references),
+            "n_bootstrap": n_bootstrap, "seed": seed}
+
+
+def _mean_ci(scores: np.ndarray) -> tuple[float, float]:
+    # sacrebleu.significance.estimate_ci: mean and half the 95 % range (1/40 from each end).
+    srt = np.sort(scores)
+    lo = len(srt) // 40
+    return float(srt.mean()), float(0.5 * (srt[len(srt) - lo - 1] - srt[lo]))
+
+
+def paired_from_resamples(baseline: dict, candidate: dict) -> dict:
+    """The paired test of two :func:`resample_corpus` results (same sentences, resamples and seed)."""
+    if (baseline["n"], baseline["n_bootstrap"], baseline["seed"]) != (candidate["n"], candidate["n_bootstrap"],
+                                                                      candidate["seed"]):
+        raise ValueError("paired test: the two systems were resampled differently")
+    a, b = baseline["resampled"], candidate["resampled"]
+    delta = candidate["score"] - baseline["score"]
+    # sacrebleu's p-value (significance._paired_bs_test and _compute_p_value), on the same resamples.
+    diffs = np.abs(b - a)
+    p_sacrebleu = float((np.sum(diffs - diffs.mean() > abs(delta)) + 1) / (len(diffs) + 1))
+    (base_mean, base_ci), (cand_mean, cand_ci) = _mean_ci(a), _mean_ci(b)
+    lo, hi = _interval(b - a)
+    return {"metric": candidate["name"], "baseline_score": baseline["score"], "candidate_score": candidate["score"],
+            "baseline_mean": base_mean, "baseline_ci": base_ci, "candidate_mean": cand_mean, "candidate_ci": cand_ci,
+            "delta": delta, "delta_ci": [lo, hi], "delta_p_value": _p_value(b - a, delta),
+            "p_value": p_sacrebleu, "n_bootstrap": candidate["n_bootstrap"], "seed": candidate["seed"]}
+
+
 def paired_bootstrap(baseline: Sequence[str], candidate: Sequence[str], references: Sequence[str],
                      metric: str = "chrf", n_bootstrap: int = N_BOOTSTRAP, seed: int = SEED) -> dict:
     """sacrebleu's paired bootstrap resampling (``sacrebleu --paired-bs``) of two systems.
 
-    Returns corpus scores, bootstrap means and 95% CI half-widths of each system, the
-    p-value of the difference (sacrebleu's), and ``delta`` (candidate − baseline) with its
-    95 % percentile interval ``delta_ci`` and ``delta_p_value`` over the same resamples. sacrebleu's test is
-    two-sided (it resamples |candidate − baseline|), so a direction check belongs with it:
-    ``delta_ci`` above 0 says the candidate is better.
+    Returns corpus scores, bootstrap means and 95% CI half-widths of each system and the
+    p-value of the difference, all as sacrebleu's ``PairedTest`` computes them (same seed,
+    same resamples: tests/test_summary.py checks they agree), plus ``delta`` (candidate −
+    baseline) with its 95 % percentile interval ``delta_ci`` and ``delta_p_value`` over the
+    same resamples. sacrebleu's test is two-sided (it resamples |candidate − baseline|), so a
+    direction check belongs with it: ``delta_ci`` above 0 says the candidate is better.
     """
-    from sacrebleu.metrics import BLEU, CHRF
-    from sacrebleu.significance import PairedTest
-
-    metrics = {"chrf": CHRF, "bleu": BLEU}
-    if metric not in metrics:
-        raise ValueError(f"metric {metric!r}: use chrf or bleu")
+    _scorer(metric)
     if not (len(baseline) == len(candidate) == len(references)) or not references:
         raise ValueError("paired test needs equally many baseline, candidate and reference sentences (> 0)")
-    with _sacrebleu_seed(seed):
-        test = PairedTest([("baseline", list(baseline)), ("candidate", list(candidate))],
-                          {metric: metrics[metric]()}, [list(references)], test_type="bs",
-                          n_samples=n_bootstrap, n_jobs=1)
-        _, scores = test()
-    key = next(k for k in scores if k != "System")
-    base, cand = scores[key]
-    # The difference's interval: the corpus score of each resample from sacrebleu's sufficient statistics.
-    scorer = metrics[metric]()
-    idx = _indices(len(references), n_bootstrap, seed)
-    resampled = []
-    for hyps in (baseline, candidate):
-        suff = np.array(scorer._extract_corpus_statistics(list(hyps), [list(references)]), dtype="float32")
-        resampled.append(np.array([scorer._compute_score_from_stats(s.sum(0)).score for s in suff[idx]]))
-    delta = float(cand.score) - float(base.score)
-    lo, hi = _interval(resampled[1] - resampled[0])
-    return {"metric": key, "baseline_score": float(base.score), "candidate_score": float(cand.score),
-            "baseline_mean": float(base.mean), "baseline_ci": float(base.ci),
-            "candidate_mean": float(cand.mean), "candidate_ci": float(cand.ci),
-            "delta": delta, "delta_ci": [lo, hi], "delta_p_value": _p_value(resampled[1] - resampled[0], delta),
-            "p_value": float(cand.p_value), "n_bootstrap": n_bootstrap, "seed": seed}
+    return paired_from_resamples(resample_corpus(baseline, references, metric, n_bootstrap, seed),
+                                 resample_corpus(candidate, references, metric, n_bootstrap, seed))
 
 
 def paired_bootstrap_mean(baseline: Sequence[float], candidate: Sequence[float], n_bootstrap: int = N_BOOTSTRAP,

@@ -105,12 +105,13 @@ def read_sentences(report_dir: str) -> dict[str, list[dict]]:
 
 
 def compare(baseline: list[dict], candidate: list[dict], n_bootstrap: int = st.N_BOOTSTRAP,
-            seed: int = st.SEED) -> dict:
+            seed: int = st.SEED, cache: dict | None = None) -> dict:
     """Paired bootstrap of ``candidate`` − ``baseline`` per-sentence outputs on the same test sentences.
 
     Each item is ``{"id", "hypothesis", "reference", "reward"}``. Returns, for ``test_chrf``,
     ``test_bleu`` (sacrebleu's paired resampling of the corpus score) and ``test_reward``
     (resampling sentences for the mean), ``delta``, ``delta_ci`` (95 %) and ``p_value``.
+    ``cache`` (a dict kept across calls) resamples a system compared twice only once.
     """
     by_id = {c["id"]: c for c in candidate}
     if len(baseline) != len(candidate) or set(by_id) != {b["id"] for b in baseline}:
@@ -118,10 +119,17 @@ def compare(baseline: list[dict], candidate: list[dict], n_bootstrap: int = st.N
                          f"({len(baseline)} vs {len(candidate)})")
     cand = [by_id[b["id"]] for b in baseline]  # pair by sentence id, whatever the file order
     refs = [b["reference"] for b in baseline]
+    cache = {} if cache is None else cache
+
+    def resampled(system: list[dict], metric: str) -> dict:
+        key = (tuple(o["hypothesis"] for o in system), metric)
+        if key not in cache:
+            cache[key] = st.resample_corpus(list(key[0]), refs, metric, n_bootstrap, seed)
+        return cache[key]
+
     out = {}
     for key, metric in (("test_chrf", "chrf"), ("test_bleu", "bleu")):
-        r = st.paired_bootstrap([b["hypothesis"] for b in baseline], [c["hypothesis"] for c in cand], refs, metric,
-                                n_bootstrap, seed)
+        r = st.paired_from_resamples(resampled(baseline, metric), resampled(cand, metric))
         out[key] = {"delta": r["delta"], "delta_ci": r["delta_ci"], "p_value": r["delta_p_value"],
                     "sacrebleu_p_value": r["p_value"]}
     r = st.paired_bootstrap_mean([b["reward"] for b in baseline], [c["reward"] for c in cand], n_bootstrap, seed)
@@ -155,11 +163,12 @@ def verdict(rows: list[dict], sentences: dict[str, list[dict]] | None = None, n_
             out[f"{key}_vs_control"] = last[key] - ctrl[key]
     sentences = sentences or {}
     out["significance"] = {}
+    cache: dict = {}
     for name, other in (("bc", base), ("control", ctrl)):
         if other is None:
             continue
         a, b = sentences.get(sentence_key(other)), sentences.get(sentence_key(last))
-        sig = compare(a, b, n_bootstrap, seed) if a and b else None
+        sig = compare(a, b, n_bootstrap, seed, cache) if a and b else None
         if sig is not None:
             out["significance"][name] = sig
         out[f"beats_{name}"] = beats(sig) if sig is not None else None

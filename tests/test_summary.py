@@ -100,15 +100,27 @@ def test_without_per_sentence_outputs_the_verdict_is_untested_not_beats():
     assert "not tested" in summary.verdict_text(v)
 
 
-def test_corpus_interval_shares_resamples_with_sacrebleus_test():
+@pytest.mark.parametrize("metric", ["chrf", "bleu"])
+def test_corpus_test_is_sacrebleus_paired_bootstrap(metric, monkeypatch):
+    from sacrebleu.metrics import BLEU, CHRF
+    from sacrebleu.significance import PairedTest
+
     a = [o["hypothesis"] for o in system(BASE)]
     b = [o["hypothesis"] for o in system(NOISY)]
-    r = stats.paired_bootstrap(a, b, REFS, "chrf", n_bootstrap=200, seed=3)
+    r = stats.paired_bootstrap(a, b, REFS, metric, n_bootstrap=200, seed=3)
     assert registry.paired_bootstrap is stats.paired_bootstrap  # one implementation
+    monkeypatch.setenv("SACREBLEU_SEED", "3")
+    _, scores = PairedTest([("a", a), ("b", b)], {metric: {"chrf": CHRF, "bleu": BLEU}[metric]()}, [REFS],
+                           test_type="bs", n_samples=200)()
+    name = next(k for k in scores if k != "System")
+    base, cand = scores[name]
+    assert r["metric"] == name
+    assert r["p_value"] == pytest.approx(cand.p_value)
+    assert (r["baseline_score"], r["candidate_score"]) == pytest.approx((base.score, cand.score))
+    assert (r["baseline_mean"], r["baseline_ci"]) == pytest.approx((base.mean, base.ci))
+    assert (r["candidate_mean"], r["candidate_ci"]) == pytest.approx((cand.mean, cand.ci))
     lo, hi = r["delta_ci"]
-    assert r["delta"] == pytest.approx(r["candidate_score"] - r["baseline_score"]) and lo < r["delta"] < hi
-    # The resampled difference centres on the difference of sacrebleu's own bootstrap means.
-    assert (lo + hi) / 2 == pytest.approx(r["candidate_mean"] - r["baseline_mean"], abs=(hi - lo) / 4)
+    assert r["delta"] == pytest.approx(cand.score - base.score) and lo < r["delta"] < hi
 
 
 def test_report_carries_the_compared_sentences_only(tmp_path):
