@@ -44,13 +44,16 @@ def control_op(config: dict, score_config: dict, improve_steps: int, bc_policy: 
     from rest.config import FinetuneConfig, section_from_dict
     from rest.finetune import RewardSpec
     from rest.finetune import control as run_control
+    from rest.finetune import run_steps
     from rest.policy import policy_info
     from rest.runtime import score_config as score_section
     from rest.runtime import step
 
     cfg = section_from_dict(FinetuneConfig, config, "finetune")
     reward = RewardSpec.from_config(score_section(score_config, reward_model))
-    total = int(policy_info(last_policy.path).get("optimizer_steps_since_bc", 0))
+    # This run's ReST steps only: a starting policy that was already fine-tuned (a champion)
+    # carries earlier runs' steps in its since-BC count.
+    total = run_steps(policy_info(bc_policy.path), policy_info(last_policy.path))
     with step("control") as s:
         info = run_control(bc_policy.path, os.path.join(data.path, "grow.jsonl"), os.path.join(data.path, "valid.jsonl"),
                            cfg, total, control.path, reward=reward, checkpoint_dir=control.path + ".ckpt",

@@ -145,6 +145,22 @@ def control(bc_dir: str, references_path: str, valid_path: str, cfg: FinetuneCon
                            {"kind": "control", "target_steps": total_steps}, trust_remote_code)
 
 
+def run_steps(start_info: dict, last_info: dict) -> int:
+    """Optimizer steps this run's Improve steps took: the last policy's since-BC count minus the start's.
+
+    ``optimizer_steps_since_bc`` accumulates over a policy's whole lineage, so a run that
+    starts from an already fine-tuned policy (``models:/NAME@champion``) would otherwise
+    hand its control the earlier runs' steps too. A rolled-back step adds nothing to the
+    count, so it adds nothing here either.
+    """
+    start = int(start_info.get("optimizer_steps_since_bc", 0))
+    last = int(last_info.get("optimizer_steps_since_bc", 0))
+    if last < start:
+        raise ValueError(f"the last policy records {last} optimizer steps since BC, fewer than the starting "
+                         f"policy's {start}: it does not descend from the starting policy")
+    return last - start
+
+
 def _epoch_steps_hint(rows, cfg) -> int:
     """Validation interval for the control: about once per pass over its (small) data."""
     words = sum(len(r["source"].split()) + len(r["target"].split()) for r in rows)
