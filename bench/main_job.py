@@ -47,7 +47,8 @@ def run_arm(name: str, flags: list[str], out: str, reuse: bool, extra: list[str]
     if reuse and os.path.exists(record_path):
         with open(record_path, encoding="utf-8") as f:
             print(f"[{name}] reused {record_path}", flush=True)
-            return json.load(f)
+            record = json.load(f)
+        return {**record, "summary": add_significance(record["summary"], arm_dir)}
     if os.path.exists(arm_dir):  # a fresh run: no embedded MLflow store or artifacts from before
         import shutil
 
@@ -65,7 +66,7 @@ def run_arm(name: str, flags: list[str], out: str, reuse: bool, extra: list[str]
     if rc != 0:
         raise SystemExit(f"[{name}] failed (exit {rc}); see {os.path.join(arm_dir, 'stdout.log')}")
     with open(os.path.join(arm_dir, "summary.json"), encoding="utf-8") as f:
-        summary = json.load(f)
+        summary = add_significance(json.load(f), arm_dir)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     record = {"arm": name, "flags": flags + extra, "commit": commit, "wall_s": round(wall, 1),
@@ -75,6 +76,29 @@ def run_arm(name: str, flags: list[str], out: str, reuse: bool, extra: list[str]
         json.dump(record, f, indent=1)
     print(f"[{name}] done in {wall:.0f} s wall, {record['cpu_s']:.0f} s CPU", flush=True)
     return record
+
+
+def add_significance(summary: dict, arm_dir: str) -> dict:
+    """The verdict with paired-bootstrap intervals, recomputed from the run's own evaluations.
+
+    A run made before the summary carried intervals (an earlier commit) still has every
+    evaluation's per-sentence outputs under ``pipeline_root``: the same
+    :func:`rest.summary.verdict` runs on them, so every arm is judged by one rule.
+    """
+    import glob
+
+    from rest.io import read_jsonl
+    from rest.summary import sentence_key, verdict
+
+    if summary.get("verdict", {}).get("significance"):
+        return summary
+    sentences = {}
+    for report in glob.glob(os.path.join(arm_dir, "pipeline_root", "*", "evaluate-op*", "report")):
+        rows = list(read_jsonl(os.path.join(report, "rows.jsonl")))
+        translations = os.path.join(report, "eval", "translations.jsonl")
+        if rows and os.path.isfile(translations):
+            sentences[sentence_key(rows[-1])] = list(read_jsonl(translations))
+    return {**summary, "verdict": verdict(summary["steps"], sentences), "verdict_recomputed": True}
 
 
 def figures(summary: dict) -> dict[str, float]:
