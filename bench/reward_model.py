@@ -11,17 +11,23 @@ Two cases, each on the held-out test split of its own domain:
 
 In each case, from the same base and the same Grow samples:
 
-1. the references-only control: the base continued on the visible references, for as many
-   optimizer steps as the learned-reward ReST took, with as many validation checks;
-2. ReST with the reference-based reward (sentence chrF) on the visible pairs only;
-3. ReST with the learned reward: a cross-encoder trained on the visible pairs' samples
-   scored by chrF (Kendall τ / Spearman ρ on held-out sources reported), scoring the visible
-   pairs' samples and references and the source-only samples; Improve mixes them.
+1. ReST with the reference-based reward (sentence chrF) on the visible pairs only;
+2. ReST with the learned reward: a cross-encoder trained on the visible pairs' samples
+   scored by chrF (Kendall τ / Spearman ρ reported on a test split of held-out sources,
+   its epoch picked on a separate selection split), scoring the visible pairs' samples and
+   references and the source-only samples; Improve mixes them (a global and a per-source
+   filter); their checkpoints are picked by the learned reward on validation, rolled back
+   when validation chrF falls (``--on-reward-hacking``);
+3. one references-only control per ReST arm: the base continued on the visible references
+   for exactly that arm's optimizer steps, with as many validation checks, the same
+   checkpoint metric and the same guard (``rest.finetune.control(guard=True)``).
 
 Both ReST runs keep the same shares at each Improve step (``--keep 0.5,0.25``: the thresholds
 are the matching quantiles of each run's own scores), so neither gets more data. Reported:
 test BLEU, chrF, learned reward, true reward (sentence chrF), kept fractions, CPU seconds,
-and sacrebleu's paired bootstrap (chrF) of each ReST run against the control and the base.
+and paired bootstrap tests of test chrF: each ReST arm vs its own control, the learned arm
+and its control vs the base, and learned vs chrF reward as the difference of their gains
+over their own controls; the p-values are Holm-corrected over the comparisons of a case.
 
     python bench/reward_model.py --output-dir runs/reward-model              # both cases
     python bench/reward_model.py --case domain --output-dir runs/rm-domain
@@ -55,7 +61,7 @@ def _parse(argv):
     ap.add_argument("--num-samples", type=int, default=8)
     ap.add_argument("--keep", default="0.5,0.25", help="share kept at each Improve step (one per step)")
     ap.add_argument("--rm-epochs", type=int, default=2,
-                    help="reward-model epochs (held-out τ peaked after epoch 1 in every try; the best epoch is kept)")
+                    help="reward-model epochs (the epoch with the best selection-split τ is kept)")
     ap.add_argument("--on-reward-hacking", choices=["warn", "rollback", "stop"], default="rollback",
                     help="the guard of the learned-reward runs (true metric: chrF on validation)")
     ap.add_argument("--bootstrap-samples", type=int, default=1000, help="paired bootstrap resamples")
@@ -149,7 +155,7 @@ def run_case(name: str, data_files: dict, base: str | None, args, out: str) -> d
     from rest.evaluate import evaluate
     from rest.filter import filter_scored
     from rest.finetune import RewardSpec, control, improve
-    from rest.registry import paired_bootstrap
+    from rest.stats import resample_corpus
     from rest.io import read_jsonl
     from rest.reward_model import train_reward_model
     from rest.sample import grow
@@ -246,36 +252,108 @@ def run_case(name: str, data_files: dict, base: str | None, args, out: str) -> d
     learned_spec = RewardSpec(reward="reward_model", reward_model_path=rm_dir, true_metric="chrf",
                               on_reward_hacking=args.on_reward_hacking)
     guard = "" if args.on_reward_hacking == "warn" else f"-{args.on_reward_hacking}"
-    rest_run("rest-chrf", scored_true, chrf_spec, _quantile_thresholds(scored_true, keep))
-    rest_learned = rest_run("rest-learned" + guard, scored_rm, learned_spec, _quantile_thresholds(scored_rm, keep))
-    rest_run("rest-learned-per-source" + guard, scored_rm, learned_spec, _quantile_thresholds(scored_rm, keep),
-             per_source=True)
+    learned, per_source = "rest-learned" + guard, "rest-learned-per-source" + guard
+    arms = {"rest-chrf": rest_run("rest-chrf", scored_true, chrf_spec, _quantile_thresholds(scored_true, keep)),
+            learned: rest_run(learned, scored_rm, learned_spec, _quantile_thresholds(scored_rm, keep)),
+            per_source: rest_run(per_source, scored_rm, learned_spec, _quantile_thresholds(scored_rm, keep),
+                                 per_source=True)}
+    for arm, spec in ((learned, learned_spec), (per_source, learned_spec), ("rest-chrf", chrf_spec)):
+        arms[arm]["rule"] = selection_rule(spec)
 
-    # The control: as many optimizer steps as the learned-reward ReST kept, as many checks.
-    ctrl_row = {}
-    steps = rest_learned["optimizer_steps"]
-    ctrl_dir = os.path.join(work, f"control-{steps}")
-    staged(ctrl_row, "finetune", os.path.join(work, f"bench-control-{steps}.json"),
-           lambda: {k: v for k, v in control(base, data.grow, data.valid, cfg.finetune, steps, ctrl_dir,
-                                             learned_spec, rest_checks=len(keep) * cfg.finetune.epochs).items()
-                    if k not in ("losses", "finetune_config")}, reuse)
-    ctrl_row["optimizer_steps"] = steps
-    evaluate_row("control", ctrl_dir, ctrl_row, key=f"control-{steps}")
+    # One control per ReST arm, held to that arm's rules: its optimizer steps, as many
+    # validation checks, the same checkpoint metric and the same reward-hacking guard.
+    control_of = {}
+    for arm, label, spec in ((learned, "control", learned_spec), (per_source, "control-per-source", learned_spec),
+                             ("rest-chrf", "control-chrf", chrf_spec)):
+        steps = arms[arm]["optimizer_steps"]
+        key = f"control-{spec.reward}-{spec.on_reward_hacking}-{steps}"  # the rule is part of the record's name
+        ctrl_dir = os.path.join(work, key)
+        ctrl_row = {"matches": arm, "rule": selection_rule(spec), "target_steps": steps}
+        info = staged(ctrl_row, "finetune", os.path.join(work, f"bench-{key}.json"),
+                      lambda: {k: v for k, v in control(base, data.grow, data.valid, cfg.finetune, steps, ctrl_dir,
+                                                        spec, rest_checks=len(keep) * cfg.finetune.epochs,
+                                                        guard=True).items()
+                               if k not in ("losses", "finetune_config")}, reuse)
+        ctrl_row["optimizer_steps"] = info["optimizer_steps"]  # 0 when its guard rolled it back
+        ctrl_row.update(reward_hacking=info.get("reward_hacking"), rolled_back=info.get("rolled_back"))
+        evaluate_row(label, ctrl_dir, ctrl_row, key=key)
+        control_of[arm] = label
 
     def hyps(label):
         return [r["hypothesis"] for r in read_jsonl(os.path.join(eval_dirs[label], "translations.jsonl"))]
 
     refs = [r["reference"] for r in read_jsonl(os.path.join(eval_dirs["base"], "translations.jsonl"))]
-    learned, per_source = "rest-learned" + guard, "rest-learned-per-source" + guard
-    paired = {}
-    for cand, baseline in ((learned, "control"), (per_source, "control"), (learned, "base"), ("rest-chrf", "control"),
-                           (learned, "rest-chrf"), ("control", "base")):
-        paired[f"{cand} vs {baseline}"] = paired_bootstrap(hyps(baseline), hyps(cand), refs, "chrf",
-                                                           args.bootstrap_samples)
+    paired = compare(lambda label: resample_corpus(hyps(label), refs, "chrf", args.bootstrap_samples),
+                     {r["policy"]: r for r in rows}, control_of, learned, per_source)
     return {"case": name, "data": {k: v for k, v in data_files.items() if not isinstance(v, str)},
             "prepared": data.stats, "base": base, "timing": timing, "reward_model": rm,
             "grown_mean_chrf": true_stats["mean_reward"], "grown_mean_learned": rm_stats["mean_reward"],
-            "learned_by_origin": rm_stats.get("mean_reward_by_origin"), "rows": rows, "paired_bootstrap": paired}
+            "learned_by_origin": rm_stats.get("mean_reward_by_origin"), "rows": rows, "paired_bootstrap": paired,
+            "holm_family": len(paired)}
+
+
+def selection_rule(spec) -> str:
+    """How an arm picks its checkpoint and when it is rolled back, in words (the same for an arm and its control)."""
+    metric = "learned reward" if spec.reward == "reward_model" else spec.reward
+    rule = f"best valid {metric}"
+    if spec.true_metric and spec.true_metric != spec.reward and spec.on_reward_hacking != "warn":
+        rule += f"; {spec.on_reward_hacking} if valid {spec.true_metric} falls"
+    return rule
+
+
+def _shifted_test(resampled_delta, delta: float) -> tuple[list[float], float]:
+    """95 % percentile interval and two-sided bootstrap p-value of a difference (as rest.stats computes them)."""
+    import numpy as np
+
+    lo, hi = np.quantile(resampled_delta, [0.025, 0.975])
+    far = int(np.sum(np.abs(resampled_delta - delta) >= abs(delta)))
+    return [float(lo), float(hi)], float(min(1.0, (far + 1) / (len(resampled_delta) + 1)))
+
+
+def compare(resample, rows: dict, control_of: dict, learned: str, per_source: str) -> dict:
+    """The case's paired chrF tests, each step-matched or against the start, Holm-corrected together.
+
+    ``resample(label)`` gives a system's :func:`rest.stats.resample_corpus` (all with the same
+    seed, hence the same resampled sentences); ``rows`` are the result rows by policy label;
+    ``control_of`` maps each ReST arm to its own control (same steps and selection rule).
+    Every test reads the two-sided bootstrap p-value of the difference (``delta_p_value``);
+    ``p_holm`` is it adjusted over all comparisons of the case (Holm–Bonferroni).
+    """
+    from rest.stats import holm, paired_from_resamples
+
+    cache: dict = {}
+
+    def res(label):
+        if label not in cache:
+            cache[label] = resample(label)
+        return cache[label]
+
+    def steps(label):
+        return rows[label]["optimizer_steps"]
+
+    out = {}
+    for arm in (learned, per_source, "rest-chrf"):  # each ReST arm against the control run by its rules
+        ctrl = control_of[arm]
+        # The control's budget is the arm's steps; it keeps fewer only when its guard rolled it back.
+        out[f"{arm} vs {ctrl}"] = {**paired_from_resamples(res(ctrl), res(arm)), "kind": "step-matched control",
+                                   "steps": [steps(arm), steps(ctrl)], "control_budget": rows[ctrl]["target_steps"],
+                                   "rule": rows[arm]["rule"]}
+    for label in (learned, control_of[learned]):  # does training help at all: against the start
+        out[f"{label} vs base"] = {**paired_from_resamples(res("base"), res(label)), "kind": "vs the start",
+                                   "steps": [steps(label), 0], "rule": rows[label]["rule"]}
+    # Learned vs chrF reward at matched steps: their kept sets (hence step counts) differ, so
+    # compare each one's gain over its own step-matched control: (L − C_L) − (R − C_R).
+    a, ca = res(learned), res(control_of[learned])
+    b, cb = res("rest-chrf"), res(control_of["rest-chrf"])
+    delta = (a["score"] - ca["score"]) - (b["score"] - cb["score"])
+    ci, p = _shifted_test((a["resampled"] - ca["resampled"]) - (b["resampled"] - cb["resampled"]), delta)
+    out[f"{learned} gain vs rest-chrf gain"] = {
+        "kind": "difference of step-matched gains", "metric": a["name"], "delta": delta, "delta_ci": ci,
+        "delta_p_value": p, "candidate_score": a["score"] - ca["score"], "baseline_score": b["score"] - cb["score"],
+        "steps": [steps(learned), steps("rest-chrf")], "n_bootstrap": a["n_bootstrap"], "seed": a["seed"]}
+    for comp, adj in zip(out.values(), holm([c["delta_p_value"] for c in out.values()])):
+        comp["p_holm"] = adj
+    return out
 
 
 def markdown(results: list[dict], quick: bool) -> str:
@@ -288,31 +366,59 @@ def markdown(results: list[dict], quick: bool) -> str:
                   f"Data: {json.dumps(res['data'])}; Grow set {res['prepared']['grow']['rows']} sources "
                   f"({res['prepared']['grow'].get('source_only_rows', 0)} source-only); test "
                   f"{res['prepared']['test']['rows']} pairs.", "",
-                  f"Reward model (predicts sentence chrF from source + candidate): held-out Kendall τ "
-                  f"**{rm.get('kendall_tau', float('nan')):.3f}**, Spearman ρ **{rm.get('spearman_rho', float('nan')):.3f}** "
-                  f"on {rm.get('valid_pairs')} pairs of held-out sources (trained on {rm.get('train_pairs')}). "
+                  f"Reward model (predicts sentence chrF from source + candidate): Kendall τ "
+                  f"**{_num(rm.get('kendall_tau'))}**, Spearman ρ **{_num(rm.get('spearman_rho'))}** on a test split "
+                  f"of {rm.get('test_pairs')} pairs of held-out sources; its epoch was picked on a separate selection "
+                  f"split ({rm.get('valid_pairs')} pairs, τ {_num(rm.get('selection_kendall_tau'))}); trained on "
+                  f"{rm.get('train_pairs')}. "
                   f"Mean learned reward of the grown set by origin: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in (res.get("learned_by_origin") or {}).items()) + ".", "",
                   "| policy | test BLEU | test chrF | learned reward | true reward (chrF) | opt. steps | kept per step "
-                  "(source-only rows) | guard | CPU s (finetune + filter) |", "|---|---|---|---|---|---|---|---|---|"]
+                  "(source-only rows) | checkpoint rule | guard | CPU s (finetune + filter) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["rows"]:
             kept = ", ".join(f"{k['kept_fraction']:.0%} ({k.get('kept_source_only', 0)})"
                              for k in r.get("kept", [])) or "–"
             flags = [f"I{k['step']} " + ("rolled back" if k.get("rolled_back") else "flagged")
                      for k in r.get("kept", []) if k.get("reward_hacking")]
+            if r.get("reward_hacking"):  # a control: one run, guarded like the arm it matches
+                flags.append("rolled back" if r.get("rolled_back") else "flagged")
+            steps = str(r["optimizer_steps"])
+            if r.get("matches"):
+                steps += f" (of {r['target_steps']}, as {r['matches']})"
             cpu = sum(v for k, v in r.items() if k.endswith("_cpu_s") and k != "evaluate_cpu_s")
             lines.append(f"| {r['policy']} | {r['test_bleu']:.2f} | {r['test_chrf']:.2f} | "
-                         f"{r['test_learned_reward']:.4f} | {r['test_true_reward']:.4f} | {r['optimizer_steps']} | "
-                         f"{kept} | {', '.join(flags) or '–'} | {cpu:.0f} |")
-        lines += ["", "Paired bootstrap (sacrebleu, chrF, 95% CI half-width of each system's mean):", "",
-                  "| comparison | candidate chrF | baseline chrF | difference | p-value |", "|---|---|---|---|---|"]
-        for k, p in res["paired_bootstrap"].items():
-            lines.append(f"| {k} | {p['candidate_mean']:.2f} ± {p['candidate_ci']:.2f} | "
-                         f"{p['baseline_mean']:.2f} ± {p['baseline_ci']:.2f} | "
-                         f"{p['candidate_score'] - p['baseline_score']:+.2f} | {p['p_value']:.4f} |")
+                         f"{r['test_learned_reward']:.4f} | {r['test_true_reward']:.4f} | {steps} | "
+                         f"{kept} | {r.get('rule', '–')} | {', '.join(flags) or '–'} | {cpu:.0f} |")
+        comps = res["paired_bootstrap"]
+        n_bs = next(iter(comps.values()))["n_bootstrap"] if comps else 0
+        lines += ["", f"Paired bootstrap of test chrF (sacrebleu's resampling, {n_bs} resamples, the same for every "
+                  "system). Each ReST arm is compared with its own control (same optimizer steps, validation checks, "
+                  "checkpoint rule and guard); learned vs chrF reward compares their gains over their own controls. "
+                  "p: two-sided bootstrap p-value of the difference; Holm: adjusted over the "
+                  f"{len(comps)} comparisons of this case. Significant at 5 % only where Holm < 0.05.", "",
+                  "| comparison | kind | steps (cand. / base.) | candidate chrF | baseline chrF | difference [95 % CI] "
+                  "| p | Holm |", "|---|---|---|---|---|---|---|---|"]
+        for k, p in comps.items():
+            cand = (f"{p['candidate_mean']:.2f} ± {p['candidate_ci']:.2f}" if "candidate_mean" in p
+                    else f"gain {p['candidate_score']:+.2f}")
+            base = (f"{p['baseline_mean']:.2f} ± {p['baseline_ci']:.2f}" if "baseline_mean" in p
+                    else f"gain {p['baseline_score']:+.2f}")
+            lo, hi = p["delta_ci"]
+            mark = "**" if p["p_holm"] < 0.05 else ""
+            budget = p.get("control_budget")
+            steps = f"{p['steps'][0]} / {p['steps'][1]}" + (
+                f" (budget {budget}, rolled back)" if budget is not None and budget != p["steps"][1] else "")
+            lines.append(f"| {k} | {p['kind']} | {steps} | {cand} | {base} | "
+                         f"{mark}{p['delta']:+.2f}{mark} [{lo:+.2f}, {hi:+.2f}] | {p['delta_p_value']:.4f} | "
+                         f"{mark}{p['p_holm']:.4f}{mark} |")
         t = res["timing"]
         lines += ["", "CPU seconds: " + ", ".join(f"{k[:-6]} {v:.0f}" for k, v in t.items() if k.endswith("_cpu_s")), ""]
     return "\n".join(lines) + "\n"
+
+
+def _num(v) -> str:
+    return "n/a" if not isinstance(v, (int, float)) or v != v else f"{v:.3f}"
 
 
 def plot(results: list[dict], path: str) -> None:

@@ -123,17 +123,22 @@ def improve(policy_dir: str, filtered_dir: str, valid_path: str, cfg: FinetuneCo
 
 def control(bc_dir: str, references_path: str, valid_path: str, cfg: FinetuneConfig, total_steps: int,
             out_dir: str, reward: "str | RewardSpec" = "chrf", checkpoint_dir: str | None = None,
-            trust_remote_code: bool = False, rest_checks: int = 0) -> dict:
+            trust_remote_code: bool = False, rest_checks: int = 0, guard: bool = False) -> dict:
     """The references-only control: BC continued on the human references for ``total_steps`` steps.
 
     Same optimizer, batch size, first-step learning rate and best-checkpoint rule as the
     Improve steps: a ReST gain that this control also gets is just more training. The
     control gets as many validation checks as ReST had (``rest_checks``, spread evenly):
     picking the best of many noisy checks would favour it.
+
+    By default the control is measured, never stopped or rolled back. ``guard=True``
+    applies ``reward``'s reward-hacking guard to it as to a ReST step (rolled back to
+    ``bc_dir`` when its validation reward rose while the true metric fell): a comparison
+    with a guarded ReST run then holds both arms to the same selection rule.
     """
     # Source-only text in the Grow set has no reference to continue BC on.
     rows = [r for r in read_rows(references_path) if r["target"]]
-    if isinstance(reward, RewardSpec):  # the control is measured, never stopped or rolled back
+    if isinstance(reward, RewardSpec) and not guard:
         reward = replace(reward, on_reward_hacking="warn")
     eval_every = cfg.eval_every or (max(1, total_steps // rest_checks) if rest_checks else
                                     _epoch_steps_hint(rows, cfg))
@@ -142,7 +147,7 @@ def control(bc_dir: str, references_path: str, valid_path: str, cfg: FinetuneCon
                      checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, label="control",
                      valid_backend=cfg.valid_backend)
     return _train_and_save(bc_dir, rows, sha256_file(references_path), valid_path, spec, cfg, out_dir, reward, checkpoint_dir, None,
-                           {"kind": "control", "target_steps": total_steps}, trust_remote_code)
+                           {"kind": "control", "target_steps": total_steps, "guarded": guard}, trust_remote_code)
 
 
 def run_steps(start_info: dict, last_info: dict) -> int:

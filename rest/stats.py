@@ -135,3 +135,20 @@ def paired_bootstrap_mean(baseline: Sequence[float], candidate: Sequence[float],
     delta = float(diff.mean())
     return {"baseline_score": float(a.mean()), "candidate_score": float(b.mean()), "delta": delta,
             "delta_ci": [lo, hi], "delta_p_value": _p_value(resampled, delta), "n_bootstrap": n_bootstrap, "seed": seed}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the input order (a family of tests read together).
+
+    The k-th smallest p-value is multiplied by (m − k + 1), capped at 1, and made
+    non-decreasing in that order; rejecting where the adjusted value is below α keeps the
+    family-wise error rate at α whatever the dependence between the tests.
+    """
+    p = [float(x) for x in p_values]
+    if any(not 0.0 <= x <= 1.0 for x in p):
+        raise ValueError(f"holm: p-values must lie in [0, 1], got {p}")
+    m, adjusted, running = len(p), [0.0] * len(p), 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: p[i])):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
