@@ -7,13 +7,19 @@ followed by I Improve steps (one per threshold)::
     validate → prepare → bootstrap → evaluate (BC)
     for g in 1..G:   sample → score
         for i in 1..I:   filter(τ_i) → finetune → evaluate
-    control (BC continued on references for as many steps) → evaluate → summarize
+    control (BC continued on references for as many steps) → evaluate → summarize → register
+    finish: the exit task; runs last, also after a failure, and ends the MLflow parent run
 
 Each task gets only its own config section (and filter i only τ_1..τ_i), so changing the
 last threshold re-runs only the last Improve step: every earlier task comes from cache.
 
-    python pipeline.py run-local [--config CONFIG.yaml] [--output-dir DIR] [--train PATH ...]
-    python pipeline.py compile [--config CONFIG.yaml] [--output rest_pipeline.yaml]
+    python pipeline.py run-local --output-dir runs/default
+    python pipeline.py compile --output rest-pipeline.yaml
+    python pipeline.py promote --model-name rest-de-en --version 7 --test data/libreoffice-de-en/test.tsv
+    python pipeline.py run --cluster-config cluster.yaml --experiment rest
+
+Each command's --help ends with examples; the cluster commands (upload, run, schedule, runs,
+doctor) are explained in docs/deploy.md.
 """
 # No `from __future__ import annotations`: KFP reads the pipeline signature's real types.
 
@@ -22,6 +28,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -35,8 +42,9 @@ def build_pipeline(cfg: RunConfig, cluster=None):
     """The pipeline function for ``cfg`` (G, I and shards fixed; data and policy are run parameters)."""
     from kfp import dsl
 
-    from components import (bootstrap_op, control_op, evaluate_op, filter_op, finetune_op, merge_op, prepare_op,
-                            register_op, sample_op, score_op, summarize_op, train_reward_model_op, validate_op)
+    from components import (bootstrap_op, control_op, evaluate_op, filter_op, finetune_op, finish_op, merge_op,
+                            prepare_op, register_op, sample_op, score_op, summarize_op, train_reward_model_op,
+                            validate_op)
 
     full = cfg.to_dict()
     section = full  # the run config is one dict per step, keyed by step name
@@ -69,9 +77,7 @@ def build_pipeline(cfg: RunConfig, cluster=None):
             kwargs["filtered"] = filtered
         return evaluate_op(**kwargs)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Reinforced Self-Training (ReST) for a seq2seq translation policy")
-    def rest_pipeline(train: str = cfg.data.train, valid: str = cfg.data.valid, test: str = cfg.data.test,
-                      initial_policy: str = cfg.bootstrap.policy) -> dsl.Artifact:
+    def body(train, valid, test, initial_policy):
         check = settle(validate_op(config=full, train=train, valid=valid, test=test, initial_policy=initial_policy),
                        "validate", "validate")
         # prepare gets only the data section: a change elsewhere in the config keeps it cached.
@@ -129,10 +135,26 @@ def build_pipeline(cfg: RunConfig, cluster=None):
                                      **learned),
                             "evaluate", "control/evaluate").outputs["report"]
         summary = settle(summarize_op(config=full, report=report), "summarize", "summarize")
+        # Always run: it logs this run's table and config to this run's MLflow parent (from cache
+        # it would log nothing), and run-local reads its output from this run's pipeline root.
+        summary.set_caching_options(False)
         if cfg.loop.register:
             settle(register_op(model_name=cfg.loop.model_name, metric=reward if reward in ("chrf", "bleu") else cfg.score.true_metric,
                                policy=policy, data=data), "register", "register").after(summary)
-        return summary.outputs["summary"]
+        return summary
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Reinforced Self-Training (ReST) for a seq2seq translation policy")
+    def rest_pipeline(train: str = cfg.data.train, valid: str = cfg.data.valid, test: str = cfg.data.test,
+                      initial_policy: str = cfg.bootstrap.policy):
+        # The exit task runs after everything else, also when a task failed, and ends the
+        # MLflow parent run with the pipeline's state; without it the run stays RUNNING.
+        # (KFP allows no pipeline output from inside an ExitHandler: the summary is the
+        # summarize task's output.)
+        finish = settle(finish_op(), "finish", "finish")
+        # Never from cache: a cached exit task would leave this run's parent RUNNING.
+        finish.set_caching_options(False)
+        with dsl.ExitHandler(finish, name="rest"):
+            body(train, valid, test, initial_policy)
 
     return rest_pipeline
 
@@ -145,7 +167,15 @@ def compile_pipeline(cfg: RunConfig, path: str, cluster=None) -> str:
     return path
 
 
-def run_local(cfg: RunConfig, output_dir: str, tracking: bool = True, cache_dir: str = "") -> dict:
+class PipelineFailed(RuntimeError):
+    """A task of a run-local pipeline failed (the message names it and where the full log is)."""
+
+
+LOG_NAME = "run-local.log"
+
+
+def run_local(cfg: RunConfig, output_dir: str, tracking: bool = True, cache_dir: str = "",
+              verbose: bool = False) -> dict:
     """Run the whole pipeline through kfp.local (subprocesses); write summary.json into ``output_dir``.
 
     Tracking goes to ``MLFLOW_TRACKING_URI`` when set, else to an embedded MLflow store
@@ -153,11 +183,19 @@ def run_local(cfg: RunConfig, output_dir: str, tracking: bool = True, cache_dir:
     ``REST_S3_ENDPOINT`` is set. The steps inherit this process's environment. With
     ``cache_dir``, KFP's task cache is on: a task whose inputs did not change since an
     earlier run with the same cache directory is not run again.
+
+    The console shows one line per task start and finish (status, wall seconds, key
+    figures) and the steps' progress lines; kfp.local's whole stream (every task's
+    executor input and log) goes to ``output_dir/run-local.log``, and with ``verbose``
+    to the console as well. Raises :class:`PipelineFailed` when a task fails.
     """
+    import contextlib
+    import glob
     import shutil
 
     from kfp import local
 
+    from rest.runlog import RunConsole
     from rest.runtime import setup_logging
     from rest.summary import markdown_table, verdict_text
 
@@ -174,20 +212,43 @@ def run_local(cfg: RunConfig, output_dir: str, tracking: bool = True, cache_dir:
     elif not tracking:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     caching = dict(enable_caching=True, cache_root=os.path.abspath(cache_dir)) if cache_dir else {}
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=os.path.join(output_dir, "pipeline_root"),
-               raise_on_error=True, **caching)
+    root = os.path.join(output_dir, "pipeline_root")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root, raise_on_error=True, **caching)
+    before = set(os.listdir(root)) if os.path.isdir(root) else set()
+    log_path = os.path.join(output_dir, LOG_NAME)
+    print(f"run-local: pipeline run {os.environ['REST_PIPELINE_RUN']}; one line per task below, "
+          f"the full log in {log_path}" + (" (and here: --verbose)" if verbose else " (--verbose shows it here)"),
+          flush=True)
     t0 = time.time()
     pipeline = build_pipeline(cfg)
-    result = pipeline(train=cfg.data.train, valid=cfg.data.valid, test=cfg.data.test,
-                      initial_policy=cfg.bootstrap.policy)
-    summary_dir = result.output.path
+    with open(log_path, "w", encoding="utf-8") as log:
+        console = RunConsole(sys.stdout, log, verbose=verbose, log_path=log_path)
+        try:
+            # kfp.local prints its messages and every task's output to sys.stdout.
+            with contextlib.redirect_stdout(console), console.capturing_logs():
+                pipeline(train=cfg.data.train, valid=cfg.data.valid, test=cfg.data.test,
+                         initial_policy=cfg.bootstrap.policy)
+        except RuntimeError as e:
+            console.close_lines()
+            failed = ", ".join(console.failed) or "a task"
+            reason = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # kfp colours its task names
+            raise PipelineFailed(f"{failed} failed ({reason}); full log: {log_path}") from None
+        console.close_lines()
+    # This run's summarize task (never cached) wrote into this run's directory of the pipeline root.
+    found = [d for d in glob.glob(os.path.join(root, "*", "summarize-op", "summary"))
+             if d.split(os.sep)[-3] not in before]
+    if len(found) != 1:
+        raise PipelineFailed(f"expected one summarize output of this run under {root}, found {len(found)}; "
+                             f"full log: {log_path}")
+    summary_dir = found[0]
     for name in ("summary.json", "summary.md", "curves.png"):
         shutil.copy(os.path.join(summary_dir, name), os.path.join(output_dir, name))
     with open(os.path.join(output_dir, "summary.json"), encoding="utf-8") as f:
         summary = json.load(f)
     print("\n" + markdown_table(summary["steps"]))
     print(verdict_text(summary["verdict"]))
-    print(f"\nReST run finished in {time.time() - t0:.0f} s; summary: {os.path.join(output_dir, 'summary.json')}")
+    print(f"\nReST run finished in {time.time() - t0:.0f} s; summary: {os.path.join(output_dir, 'summary.json')}; "
+          f"full log: {log_path}")
     return summary
 
 
@@ -228,13 +289,33 @@ def resolve_config(args) -> RunConfig:
     return cfg
 
 
-def main(argv=None) -> int:
-    from rest.kfp_cli import CLUSTER_COMMANDS, PACKAGE_COMMANDS, dispatch, register_commands
+RUN_LOCAL_EXAMPLES = """examples:
+  python pipeline.py run-local --output-dir runs/default
+  python pipeline.py run-local --train my/train.tsv --valid my/valid.tsv --test my/test.tsv \\
+      --source-column de --target-column en --output-dir runs/mine
+  python pipeline.py run-local --cache-dir runs/cache --filter.thresholds 0.5,0.6,0.75 --output-dir runs/t75
+"""
+COMPILE_EXAMPLES = """examples:
+  python pipeline.py compile --output rest-pipeline.yaml
+  python pipeline.py compile --loop.grow_steps 2 --cluster-config manifests/cluster-config.example.yaml \\
+      --output rest-pipeline.yaml
+"""
+PROMOTE_EXAMPLES = """example:
+  python pipeline.py promote --model-name rest-de-en --version 7 --test data/libreoffice-de-en/test.tsv
+"""
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole CLI: run-local, compile, promote and the cluster commands of rest.kfp_cli."""
+    from rest.cli import add_promote_arguments
+    from rest.kfp_cli import PACKAGE_COMMANDS, register_commands
+
+    raw = argparse.RawDescriptionHelpFormatter
+    ap = argparse.ArgumentParser(prog="python pipeline.py", description=__doc__, formatter_class=raw)
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run-local", help="run the whole pipeline on this machine through kfp.local")
+    p = sub.add_parser("run-local", help="run the whole pipeline on this machine through kfp.local",
+                       epilog=RUN_LOCAL_EXAMPLES, formatter_class=raw)
     p.add_argument("--config", help="YAML config (sections as in `python -m rest config`)")
     p.add_argument("--output-dir", default="runs/latest", help="where summary.json and all artifacts go")
     p.add_argument("--cache-dir", default="",
@@ -242,38 +323,53 @@ def main(argv=None) -> int:
                         "inputs did not change (e.g. after changing only the last threshold)")
     p.add_argument("--no-tracking", action="store_true",
                    help="log nothing to MLflow (default: MLFLOW_TRACKING_URI, else OUTPUT_DIR/mlflow.db)")
+    p.add_argument("--verbose", action="store_true",
+                   help=f"print kfp.local's whole stream (every task's executor input and log); by default it "
+                        f"goes only to OUTPUT_DIR/{LOG_NAME} and the console shows one line per task")
     _add_data_flags(p)
     add_config_arguments(p)
 
-    p = sub.add_parser("compile", help="write the pipeline YAML for upload to Kubeflow")
-    p.add_argument("--config")
-    p.add_argument("--output", default="rest_pipeline.yaml")
+    p = sub.add_parser("compile", help="write the pipeline YAML for upload to Kubeflow",
+                       epilog=COMPILE_EXAMPLES, formatter_class=raw)
+    p.add_argument("--config", help="YAML config (sections as in `python -m rest config`)")
+    p.add_argument("--output", default="rest_pipeline.yaml", help="where to write the pipeline YAML")
     p.add_argument("--cluster-config", help="YAML of cluster settings (resources, secrets, node selectors)")
     _add_data_flags(p)
     add_config_arguments(p)
 
-    p = sub.add_parser("promote", help="compare a registered model version with the champion; move the alias")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="see `python pipeline.py promote --help`")
+    p = sub.add_parser("promote", help="compare a registered model version with the champion; move the alias",
+                       description="Compare a registered model version with the current champion on a fixed test\n"
+                                   "set (paired bootstrap); move `champion` only when it is significantly better,\n"
+                                   "else set `challenger`. Prints the decision as JSON.",
+                       epilog=PROMOTE_EXAMPLES, formatter_class=raw)
+    add_promote_arguments(p)
 
     # upload / run / schedule / runs / doctor talk to a Kubeflow cluster.
     parsers = register_commands(sub)
     for name in PACKAGE_COMMANDS:
         _add_data_flags(parsers[name])
         add_config_arguments(parsers[name])
+    return ap
 
-    args = ap.parse_args(argv)
+
+def main(argv=None) -> int:
+    """``python pipeline.py COMMAND ...``; returns the exit code."""
+    from rest.kfp_cli import CLUSTER_COMMANDS, dispatch
+
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "promote":
             from rest.registry import promote_cli
 
-            return promote_cli(args.args)
+            return promote_cli(args=args)
         if args.command in CLUSTER_COMMANDS:
             def compile_for_cluster(path: str) -> None:
                 compile_pipeline(resolve_config(args), path, _cluster_config(getattr(args, "cluster_config", None)))
             return dispatch(args, compile_for_cluster)
         cfg = resolve_config(args)
         if args.command == "run-local":
-            run_local(cfg, args.output_dir, tracking=not args.no_tracking, cache_dir=args.cache_dir)
+            run_local(cfg, args.output_dir, tracking=not args.no_tracking, cache_dir=args.cache_dir,
+                      verbose=args.verbose)
         elif args.command == "compile":
             compile_pipeline(cfg, args.output, _cluster_config(args.cluster_config))
             print(f"wrote {args.output}")
@@ -293,4 +389,8 @@ def _cluster_config(path):
 
 if __name__ == "__main__":
     logging.getLogger("kfp").setLevel(logging.INFO)
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except PipelineFailed as e:  # the console already showed the failed task's last lines
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -7,6 +7,7 @@ from .bootstrap import bootstrap_op
 from .evaluate import evaluate_op
 from .filter import filter_op
 from .finetune import control_op, finetune_op
+from .finish import finish_op
 from .prepare import prepare_op
 from .register import register_op
 from .reward_model import train_reward_model_op
@@ -17,4 +18,4 @@ from .validate import validate_op
 
 __all__ = ["prepare_op", "bootstrap_op", "sample_op", "merge_op", "score_op", "filter_op", "finetune_op",
            "control_op", "evaluate_op", "summarize_op", "validate_op", "register_op",
-           "train_reward_model_op"]
+           "train_reward_model_op", "finish_op"]

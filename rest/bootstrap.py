@@ -2,8 +2,9 @@
 
 No pretrained translation model can be downloaded here, so the default path trains a
 joint BPE tokenizer and a tiny pre-LN mBART-style model with NLL on the training split,
-until validation reward stops improving (ReST's gain only means something over a
-converged BC policy).
+until validation reward stops improving or the time budget (``bootstrap.max_minutes``)
+runs out, whichever comes first. The shipped policy stopped on its budget, with its best
+checkpoint at its last step: it was still improving, slowly.
 """
 from __future__ import annotations
 

@@ -11,12 +11,30 @@ from .config import (ConfigError, add_config_arguments, dump_yaml, load_config, 
                      overrides_from_args)
 
 
+def add_promote_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags of ``promote`` (one definition for ``pipeline.py promote`` and rest.registry.promote_cli).
+
+    Here, not in rest.registry, so that building the CLI does not import MLflow.
+    """
+    p.add_argument("--model-name", required=True, help="registered model name, e.g. rest-de-en")
+    p.add_argument("--version", required=True, help="candidate model version, e.g. 7")
+    p.add_argument("--test", required=True, help="fixed test set: prepared JSONL (id/source/target) or a TSV")
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: MLFLOW_TRACKING_URI or ./mlflow)")
+    p.add_argument("--metric", default="chrf", choices=["chrf", "bleu"], help="metric of the paired test")
+    p.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level")
+    p.add_argument("--seed", type=int, default=12345, help="seed of the resampling")
+    p.add_argument("--output", default=None, help="also write the decision JSON here")
+    return p
+
+
 def _setup_logging():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m rest``: config, bootstrap, reward-model, validate."""
     ap = argparse.ArgumentParser(prog="python -m rest", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -52,8 +70,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-data", action="store_true", help="skip reading the data files")
     p.add_argument("--no-services", action="store_true", help="skip the MinIO and MLflow reachability checks")
     add_config_arguments(p)
+    return ap
 
-    args = ap.parse_args(argv)
+
+def main(argv=None) -> int:
+    """``python -m rest COMMAND ...``; returns the exit code."""
+    args = build_parser().parse_args(argv)
     _setup_logging()
     try:
         cfg = load_config(args.config, overrides_from_args(args))

@@ -252,6 +252,36 @@ def list_runs(host: str, experiment: str | None = None, namespace: str | None = 
 
 # --------------------------------------------------------------------------- CLI
 
+# Shown under each command's --help; tests/test_docs.py parses every one with the real parser.
+# The run parameters are the pipeline's inputs (train, valid, test, initial_policy); G, I and
+# every other setting are fixed when the pipeline is compiled (--section.field flags).
+EXAMPLES = {
+    "upload": """examples:
+  python pipeline.py upload --cluster-config cluster.yaml --pipeline-name rest-kubeflow
+  python pipeline.py upload --package rest-pipeline.yaml --pipeline-name rest-kubeflow --version-name v2
+""",
+    "run": """examples:
+  python pipeline.py run --cluster-config cluster.yaml --experiment rest --service-account rest-pipeline
+  python pipeline.py run --cluster-config cluster.yaml --loop.grow_steps 2 \\
+      --param train=s3://rest/data/train.tsv --param valid=s3://rest/data/valid.tsv \\
+      --param test=s3://rest/data/test.tsv
+  python pipeline.py run --pipeline-id PIPELINE_ID --from-champion rest-de-en
+""",
+    "schedule": """examples:
+  python pipeline.py schedule --cluster-config cluster.yaml --cron "0 3 * * 1" --from-champion rest-de-en \\
+      --experiment rest --service-account rest-pipeline --max-concurrency 1
+  python pipeline.py schedule --pipeline-id PIPELINE_ID --interval-seconds 86400 --from-champion rest-de-en
+""",
+    "runs": """examples:
+  python pipeline.py runs
+  python pipeline.py runs --experiment rest --limit 5
+""",
+    "doctor": """examples:
+  python pipeline.py doctor --namespace kubeflow-user-example-com
+  python pipeline.py doctor --secret rest-s3-credentials --service rest-minio --service rest-mlflow
+""",
+}
+
 def register_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
     """Add upload, run, schedule, runs and doctor to ``pipeline.py``'s subparsers.
 
@@ -296,8 +326,10 @@ def register_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
         p.add_argument("--caching", choices=("on", "off"), default=None,
                        help="Override every task's compiled caching setting for this run.")
 
+    raw = argparse.RawDescriptionHelpFormatter
     p = parsers["upload"] = subparsers.add_parser(
-        "upload", help="Compile and upload the pipeline (new pipeline or new version).")
+        "upload", help="Compile and upload the pipeline (new pipeline or new version).",
+        epilog=EXAMPLES["upload"], formatter_class=raw)
     common(p)
     compile_args(p)
     p.add_argument("--package", default=None, metavar="YAML", help="Upload this package instead of compiling.")
@@ -305,13 +337,15 @@ def register_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--version-name", default=None, help="Version name (default: <name>-<UTC time>).")
     p.add_argument("--description", default=None, help="Description shown in the KFP UI.")
 
-    p = parsers["run"] = subparsers.add_parser("run", help="Compile and start one run on the cluster.")
+    p = parsers["run"] = subparsers.add_parser("run", help="Compile and start one run on the cluster.",
+                                                 epilog=EXAMPLES["run"], formatter_class=raw)
     common(p)
     compile_args(p)
     package(p)
     run_args(p)
 
-    p = parsers["schedule"] = subparsers.add_parser("schedule", help="Create a recurring run (cron or interval).")
+    p = parsers["schedule"] = subparsers.add_parser("schedule", help="Create a recurring run (cron or interval).",
+                                                 epilog=EXAMPLES["schedule"], formatter_class=raw)
     common(p)
     compile_args(p)
     package(p)
@@ -323,12 +357,14 @@ def register_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--max-concurrency", type=int, default=1, help="Runs of this schedule at once (default 1).")
     p.add_argument("--catchup", action="store_true", help="Backfill runs missed while paused (default: no).")
 
-    p = parsers["runs"] = subparsers.add_parser("runs", help="List recent runs.")
+    p = parsers["runs"] = subparsers.add_parser("runs", help="List recent runs.",
+                                                 epilog=EXAMPLES["runs"], formatter_class=raw)
     common(p)
     p.add_argument("--experiment", default=None, help="Only runs of this experiment.")
     p.add_argument("--limit", type=int, default=20, help="How many (newest first).")
 
-    p = parsers["doctor"] = subparsers.add_parser("doctor", help="Check the namespace, Secrets, Services (and KFP) a run needs.")
+    p = parsers["doctor"] = subparsers.add_parser("doctor", help="Check the namespace, Secrets, Services (and KFP) a run needs.",
+                                                 epilog=EXAMPLES["doctor"], formatter_class=raw)
     common(p)
     p.add_argument("--secret", action="append", default=None, dest="secrets", metavar="NAME",
                    help=f"Secret that must exist (repeatable; default: {', '.join(DEFAULT_SECRETS)}).")
@@ -353,7 +389,7 @@ def parse_params(pairs: list[str], params_file: str | None = None, from_champion
     for pair in pairs or []:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
-            raise KfpCliError(f"--param {pair!r}: write NAME=VALUE, e.g. --param grow_steps=2")
+            raise KfpCliError(f"--param {pair!r}: write NAME=VALUE, e.g. --param train=s3://rest/data/train.tsv")
         try:
             params[name.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -366,6 +402,26 @@ def parse_params(pairs: list[str], params_file: str | None = None, from_champion
             raise KfpCliError(f"--from-champion conflicts with {CHAMPION_PARAM}={params[CHAMPION_PARAM]!r}; give one")
         params[CHAMPION_PARAM] = uri
     return params
+
+
+def pipeline_parameters(package_path: str) -> set[str]:
+    """The run parameters (root inputs) of a compiled pipeline package."""
+    try:
+        with open(package_path, encoding="utf-8") as f:
+            spec = next(yaml.safe_load_all(f))
+    except (OSError, yaml.YAMLError, StopIteration) as e:
+        raise KfpCliError(f"--package {package_path}: cannot read the pipeline spec ({e})") from None
+    return set(((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {})
+
+
+def check_params(params: dict[str, Any], known: set[str]) -> None:
+    """Refuse a run parameter the pipeline does not have: KFP would ignore or reject it only later."""
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise KfpCliError(
+            f"--param {', '.join(unknown)}: not a parameter of this pipeline (it has: {', '.join(sorted(known))}). "
+            "Settings such as G are fixed when the pipeline is compiled: give them as flags, "
+            "e.g. --loop.grow_steps 2, or in --config")
 
 
 def _env(value, name):
@@ -399,6 +455,8 @@ def dispatch(args: argparse.Namespace, compile_pipeline: Callable[[str], None]) 
                 print(f"uploaded pipeline {out['pipeline_id']} version {out['pipeline_version_id']} ({out['version_name']})")
                 return 0
             params = parse_params(args.param, args.params_file, args.from_champion)
+            if package_path and not args.pipeline_id:
+                check_params(params, pipeline_parameters(package_path))
             run_name = args.run_name or f"rest-{_dt.datetime.now(_dt.timezone.utc):%Y%m%d-%H%M%S}"
             caching = None if args.caching is None else args.caching == "on"
             common = dict(params=params, pipeline_id=args.pipeline_id, version_id=args.version_id,

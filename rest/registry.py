@@ -267,23 +267,19 @@ def _describe(d: Mapping[str, Any]) -> str:
     return text
 
 
-def promote_cli(argv: Sequence[str] | None = None) -> int:
-    """``promote --model-name NAME --version V --test PATH``: decide and print the decision as JSON."""
+def promote_cli(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
+    """``promote --model-name NAME --version V --test PATH``: decide and print the decision as JSON.
+
+    ``args``: already parsed by a parser with rest.cli.add_promote_arguments (pipeline.py's).
+    """
+    from .cli import add_promote_arguments
     from .config import DataConfig
     from .data import load_pairs, read_rows
     from .tracking import tracking_uri_from_env
 
-    ap = argparse.ArgumentParser(prog="promote", description=promote.__doc__.split("\n")[0])
-    ap.add_argument("--model-name", required=True, help="registered model name")
-    ap.add_argument("--version", required=True, help="candidate model version")
-    ap.add_argument("--test", required=True, help="fixed test set: prepared JSONL (id/source/target) or a TSV")
-    ap.add_argument("--tracking-uri", default=None, help="MLflow URI (default: MLFLOW_TRACKING_URI or ./mlflow)")
-    ap.add_argument("--metric", default="chrf", choices=["chrf", "bleu"])
-    ap.add_argument("--n-bootstrap", type=int, default=1000)
-    ap.add_argument("--alpha", type=float, default=0.05)
-    ap.add_argument("--seed", type=int, default=12345)
-    ap.add_argument("--output", default=None, help="also write the decision JSON here")
-    args = ap.parse_args(argv)
+    if args is None:
+        ap = argparse.ArgumentParser(prog="promote", description=promote.__doc__.split("\n")[0])
+        args = add_promote_arguments(ap).parse_args(argv)
     if args.test.endswith(".jsonl") and not args.test.startswith("s3://"):
         rows = read_rows(args.test)
     else:

@@ -8,6 +8,8 @@ Environment:
                            pod's ``pipeline/runid`` label via the downward API). Not a task
                            input, so it does not break KFP's cache.
     MLFLOW_TRACKING_URI    MLflow server or ``sqlite:///...``; unset = no tracking.
+    MLFLOW_RUN_ID          an MLflow run created for this pipeline run by someone else (KFP's
+                           MLflow integration): the steps nest under it, and its owner ends it.
     REST_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, REST_S3_BUCKET
                            the project's MinIO; unset = artifacts stay in KFP's own store.
 """
@@ -22,10 +24,30 @@ import time
 log = logging.getLogger("rest.step")
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATEFMT = "%H:%M:%S"
+# The step metrics worth a place on a task's one-line summary (``done in ... s; k=v``).
+KEY_FIGURES = ("test_bleu", "test_chrf", "test_reward", "kept_fraction", "threshold_used", "mean_reward",
+               "best_valid_reward", "optimizer_steps", "grown_rows", "candidates_per_s", "kendall_tau",
+               "train_rows", "version")
+
+
 def setup_logging() -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, datefmt="%H:%M:%S",
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Log INFO and up to stderr as ``time LEVEL logger: message``.
+
+    Inside a KFP task the executor has already put a handler on the root logger (its own
+    format, without the logger name); that handler gets this format too, so the lines of
+    the project's own loggers (``rest.*``) can be told from library chatter, on a cluster
+    and by run-local's console alike.
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, datefmt=LOG_DATEFMT, format=LOG_FORMAT)
+    else:
+        for h in root.handlers:
+            # Only plain console handlers: a test's capture handler keeps its own format.
+            if type(h) is logging.StreamHandler and h.stream in (sys.stdout, sys.stderr):
+                h.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATEFMT))
     # Library chatter would drown the step's own progress lines.
     for name in ("urllib3", "botocore", "mlflow", "alembic", "httpx", "filelock"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -126,7 +148,42 @@ def step(name: str, g: int = 0, i: int = 0):
         s.metric(wall_s=time.time() - s.started)
         if run is not None:
             _log_to_mlflow(run, s)
-    log.info("%s: done in %.1f s", s.label, time.time() - s.started)
+    figures = " ".join(f"{k}={s.metrics[k]:.4g}" for k in KEY_FIGURES if k in s.metrics)
+    log.info("%s: done in %.1f s%s", s.label, time.time() - s.started, f"; {figures}" if figures else "")
+
+
+# KFP's final task states (dsl.PipelineTaskFinalStatus.state) as MLflow run statuses.
+_FINAL_STATUS = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "CANCELLED": "KILLED", "CANCELED": "KILLED"}
+
+
+def finish_pipeline(state: str, error_message: str | None = None) -> str | None:
+    """End this pipeline run's MLflow parent run with the pipeline's final ``state``.
+
+    The pipeline's exit task calls this after every other task. ``SUCCEEDED`` ends the
+    parent run FINISHED, ``FAILED`` FAILED, ``CANCELLED`` KILLED (any other state: FAILED);
+    the error message, if any, becomes the tag ``rest.error``. Returns the status set, or
+    None when there is nothing to end: tracking is off, or the parent is a run handed in
+    as ``MLFLOW_RUN_ID`` (KFP's MLflow integration creates that run and ends it itself).
+    """
+    setup_logging()
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    t0 = time.time()
+    log.info("finish: start (pipeline run %s, state %s)", pipeline_run(), state)
+    status = None
+    given = os.environ.get("MLFLOW_RUN_ID") or ""
+    if not uri:
+        log.info("finish: tracking is off; nothing to end")
+    elif given:
+        log.info("finish: MLflow run %s was handed in (MLFLOW_RUN_ID); its owner ends it", given)
+    else:
+        from . import tracking
+
+        status = _FINAL_STATUS.get((state or "").upper(), "FAILED")
+        run_id = tracking.pipeline_parent_run(uri, os.environ.get("REST_MLFLOW_EXPERIMENT", "rest"), pipeline_run())
+        tracking.finish_pipeline_run(uri, run_id, status, error_message if status != "FINISHED" else None)
+        log.info("finish: MLflow parent run %s ended %s", run_id, status)
+    log.info("finish: done in %.1f s", time.time() - t0)
+    return status
 
 
 def _log_to_mlflow(run, s: Step) -> None:

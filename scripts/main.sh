@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: a full local ReST run (G=1, I=3) on the bundled LibreOffice de→en data,
-# starting from the shipped converged BC policy, executed as a real KFP pipeline through
+# starting from the shipped BC policy, executed as a real KFP pipeline through
 # kfp.local. Extra arguments go to `python pipeline.py run-local` (e.g. --config FILE).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -29,7 +29,7 @@ def _spec(tmp_path, name, overrides):
 
 def _task_keys(spec):
     """display name -> (what decides the task's cache key, upstream display names)."""
-    tasks = spec.root.dag.tasks
+    tasks = spec.components["comp-exit-handler-1"].dag.tasks  # the body: all tasks but the exit task
     display = {key: t.task_info.name for key, t in tasks.items()}
     out = {}
     for key, t in tasks.items():

@@ -20,7 +20,7 @@ def _echo(initial_policy: str) -> str:
 
 
 @dsl.pipeline(name="rest-probe")
-def _probe(initial_policy: str = "", grow_steps: int = 1):
+def _probe(train: str = "", initial_policy: str = "", seed: int = 1):
     _echo(initial_policy=initial_policy)
 
 
@@ -110,16 +110,18 @@ def test_upload_new_then_new_version(kfp_server, package):
 def test_run_uploaded_pipeline_uses_newest_version(kfp_server, package):
     up = kfp_cli.upload(kfp_server.url, package, "rest-kubeflow")
     v2 = kfp_cli.upload(kfp_server.url, package, "rest-kubeflow", version_name="v2")
-    run_id = kfp_cli.create_run(kfp_server.url, "rest", "r1", {"grow_steps": 2}, pipeline_id=up["pipeline_id"],
+    run_id = kfp_cli.create_run(kfp_server.url, "rest", "r1", {"seed": 2}, pipeline_id=up["pipeline_id"],
                                 service_account="rest-pipeline")
     (req,) = kfp_server.find("POST", f"{API}/runs")
     body = req["body"]
     assert body["pipeline_version_reference"] == {"pipeline_id": up["pipeline_id"],
                                                   "pipeline_version_id": v2["pipeline_version_id"]}
-    assert body["runtime_config"]["parameters"] == {"grow_steps": 2}
+    assert body["runtime_config"]["parameters"] == {"seed": 2}
     assert body["display_name"] == "r1" and body["service_account"] == "rest-pipeline"
-    assert body["experiment_id"] == kfp_server.find("POST", f"{API}/experiments")[0]["body"].get("experiment_id",
-                                                                                                  body["experiment_id"])
+    # The run goes into the experiment the server created for it (the id comes from the server's reply).
+    (exp,) = kfp_server.experiments.values()
+    assert exp["display_name"] == "rest" and exp["experiment_id"].startswith("experiment-")
+    assert body["experiment_id"] == exp["experiment_id"]
     assert "pipeline_spec" not in body
     assert run_id == "run-" + run_id.split("-")[1]
 
@@ -127,7 +129,7 @@ def test_run_uploaded_pipeline_uses_newest_version(kfp_server, package):
 def test_cli_run_compiles_first_and_sends_spec(kfp_server, package, capsys):
     calls = []
     rc = _cli(["run", "--host", kfp_server.url, "--token", TOKEN, "--experiment", "nightly", "--cluster-config", "c.yaml",
-               "--run-name", "r2", "--param", "grow_steps=2", "--param", "note=hello", "--caching", "off"],
+               "--run-name", "r2", "--param", "seed=2", "--param", "train=s3://rest/data/train.tsv", "--caching", "off"],
               calls, package)
     assert rc == 0 and len(calls) == 1
     (exp,) = kfp_server.find("POST", f"{API}/experiments")
@@ -135,7 +137,7 @@ def test_cli_run_compiles_first_and_sends_spec(kfp_server, package, capsys):
     (req,) = kfp_server.find("POST", f"{API}/runs")
     body = req["body"]
     assert body["pipeline_spec"]["pipelineInfo"]["name"] == "rest-probe"
-    assert body["runtime_config"]["parameters"] == {"grow_steps": 2, "note": "hello"}
+    assert body["runtime_config"]["parameters"] == {"seed": 2, "train": "s3://rest/data/train.tsv"}
     tasks = body["pipeline_spec"]["root"]["dag"]["tasks"]
     assert all(not t.get("cachingOptions", {}).get("enableCache") for t in tasks.values())
     # The token is sent as a bearer header, and never shown.
@@ -150,17 +152,26 @@ def test_cli_schedule_from_champion(kfp_server, package, capsys, monkeypatch):
     monkeypatch.setenv("KFP_HOST", kfp_server.url)
     monkeypatch.setenv("KFP_TOKEN", TOKEN)
     rc = _cli(["schedule", "--cron", "0 3 * * 1", "--from-champion", "rest-de-en", "--max-concurrency", "1",
-               "--run-name", "weekly", "--param", "grow_steps=1"], [], package)
+               "--run-name", "weekly", "--param", "seed=1"], [], package)
     assert rc == 0
     (req,) = kfp_server.find("POST", f"{API}/recurringruns")
     body = req["body"]
     assert body["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * 1"}}
-    assert body["runtime_config"]["parameters"] == {"grow_steps": 1, "initial_policy": "models:/rest-de-en@champion"}
+    assert body["runtime_config"]["parameters"] == {"seed": 1, "initial_policy": "models:/rest-de-en@champion"}
     assert int(body["max_concurrency"]) == 1
     assert body["no_catchup"] is True and body["mode"] == "ENABLE" and body["display_name"] == "weekly"
     assert body["pipeline_spec"]["pipelineInfo"]["name"] == "rest-probe"
     out = capsys.readouterr()
     assert "0 0 3 * * 1" in out.out and TOKEN not in out.out + out.err
+
+
+def test_cli_refuses_a_parameter_the_pipeline_does_not_have(kfp_server, package, capsys):
+    # G is fixed when compiling: --param grow_steps=2 must not start a run that silently ignores it.
+    rc = _cli(["run", "--host", kfp_server.url, "--param", "grow_steps=2"], [], package)
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "grow_steps" in err and "--loop.grow_steps" in err and "initial_policy, seed, train" in err
+    assert not kfp_server.find("POST", f"{API}/runs")
 
 
 def test_schedule_interval_with_uploaded_version(kfp_server, package):

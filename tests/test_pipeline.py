@@ -22,11 +22,29 @@ def compiled_spec(tmp_path, overrides):
     return json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
 
 
+def body_tasks(spec):
+    """The pipeline's tasks: all inside the exit handler (the root holds only it and the exit task)."""
+    return spec.components["comp-exit-handler-1"].dag.tasks
+
+
+def test_exit_task_ends_the_run_after_everything_else(tmp_path):
+    spec = compiled_spec(tmp_path, {})
+    root = {t.task_info.name: t for t in spec.root.dag.tasks.values()}
+    assert set(root) == {"rest", "finish"}  # "rest": the exit handler group holding every other task
+    finish = root["finish"]
+    # Runs when the body finished, whatever its state, and is told that state; never from cache.
+    assert finish.trigger_policy.strategy == finish.trigger_policy.TriggerStrategy.ALL_UPSTREAM_TASKS_COMPLETED
+    assert finish.inputs.parameters["status"].task_final_status.producer_task == "exit-handler-1"
+    assert not finish.caching_options.enable_cache
+    summarize = next(t for t in body_tasks(spec).values() if t.task_info.name == "summarize")
+    assert not summarize.caching_options.enable_cache
+
+
 @pytest.mark.parametrize("G, thresholds", [(1, "0.5,0.6,0.7"), (2, "0.5,0.6"), (3, "0.5,0.6,0.7,0.8")])
 def test_compiled_loop_has_G_times_2_plus_3I_tasks(tmp_path, G, thresholds):
     spec = compiled_spec(tmp_path, {"loop.grow_steps": str(G), "filter.thresholds": thresholds})
     I = len(thresholds.split(","))
-    names = [t.task_info.name for t in spec.root.dag.tasks.values()]
+    names = [t.task_info.name for t in body_tasks(spec).values()]
     loop = [n for n in names if n.startswith("grow-")]
     assert len(loop) == G * (2 + 3 * I)
     assert set(names) - set(loop) == FIXED_TASKS
@@ -36,7 +54,7 @@ def test_compiled_loop_has_G_times_2_plus_3I_tasks(tmp_path, G, thresholds):
 
 def test_filter_tasks_only_see_thresholds_up_to_their_step(tmp_path):
     spec = compiled_spec(tmp_path, {"filter.thresholds": "0.5,0.6,0.7"})
-    by_name = {t.task_info.name: t for t in spec.root.dag.tasks.values()}
+    by_name = {t.task_info.name: t for t in body_tasks(spec).values()}
     for i in (1, 2, 3):
         cfg = json_format.MessageToDict(by_name[f"grow-1/improve-{i}/filter"].inputs.parameters["config"])
         assert cfg["runtimeValue"]["constant"]["thresholds"] == [0.5, 0.6, 0.7][:i]
@@ -94,7 +112,7 @@ def test_tiny_rest_run_through_kfp_local(tmp_path, tiny_data, tiny_policy):
 
 def test_learned_reward_without_a_model_adds_its_training_task(tmp_path):
     spec = compiled_spec(tmp_path, {"score.reward": "reward_model"})
-    by_name = {t.task_info.name: t for t in spec.root.dag.tasks.values()}
+    by_name = {t.task_info.name: t for t in body_tasks(spec).values()}
     assert "reward-model" in by_name
     # Every step that scores with the learned reward takes the trained model as an input.
     for name in ("evaluate-bc", "grow-1/score", "grow-1/improve-1/finetune", "grow-1/improve-1/evaluate",
@@ -102,7 +120,7 @@ def test_learned_reward_without_a_model_adds_its_training_task(tmp_path):
         assert "reward_model" in by_name[name].inputs.artifacts, name
     # With a given model directory nothing is trained.
     spec = compiled_spec(tmp_path, {"score.reward": "reward_model", "score.reward_model_path": "s3://b/rm"})
-    assert "reward-model" not in {t.task_info.name for t in spec.root.dag.tasks.values()}
+    assert "reward-model" not in {t.task_info.name for t in body_tasks(spec).values()}
 
 
 @pytest.mark.pipeline

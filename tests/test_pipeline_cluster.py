@@ -48,7 +48,7 @@ def test_cluster_settings_reach_every_task_of_the_real_pipeline(tmp_path, monkey
 
 def test_grow_is_sharded_across_parallel_tasks_and_merged(tmp_path, monkeypatch):
     _, docs = compile_for_cluster(tmp_path, monkeypatch, shards=3)
-    root = docs[0]["root"]["dag"]["tasks"]
+    root = docs[0]["components"]["comp-exit-handler-1"]["dag"]["tasks"]  # the body, inside the exit handler
     loops = {k: t for k, t in root.items() if "parameterIterator" in t}
     assert len(loops) == 1
     (loop_key, loop), = loops.items()

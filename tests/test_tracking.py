@@ -128,3 +128,41 @@ def test_plots_handle_empty_input(tmp_path):
 def test_against_real_mlflow_server(mlflow_server, tmp_path):
     ids = _exercise(mlflow_server.url, tmp_path)
     _check(mlflow_server.url, ids, tmp_path)
+
+
+@pytest.mark.parametrize("state, status", [("SUCCEEDED", "FINISHED"), ("FAILED", "FAILED"), ("CANCELLED", "KILLED")])
+def test_exit_task_ends_the_parent_with_the_pipelines_state(tmp_path, monkeypatch, state, status):
+    from mlflow import MlflowClient
+
+    from rest.runtime import finish_pipeline
+
+    uri = tracking.embedded_uri(str(tmp_path / "store"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("REST_MLFLOW_EXPERIMENT", "rest-test")
+    monkeypatch.setenv("REST_PIPELINE_RUN", "pipe-end")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    with tracking.step_run(uri, "rest-test", "pipe-end", "validate") as step:
+        pass
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(step.parent_run_id).info.status == "RUNNING"  # until the exit task ends it
+    assert finish_pipeline(state, "Task exit-handler-1 failed.") == status
+    parent = client.get_run(step.parent_run_id)
+    assert parent.info.status == status and parent.info.end_time
+    assert ("rest.error" in parent.data.tags) == (status != "FINISHED")
+
+
+def test_exit_task_leaves_a_handed_in_run_and_no_tracking_alone(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from rest.runtime import finish_pipeline
+
+    uri = tracking.embedded_uri(str(tmp_path / "store"))
+    client = MlflowClient(tracking_uri=uri)
+    owned = client.create_run(tracking.get_or_create_experiment(client, uri, "rest-test")).info.run_id
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_RUN_ID", owned)
+    assert finish_pipeline("SUCCEEDED") is None
+    assert client.get_run(owned).info.status == "RUNNING"  # KFP's MLflow integration ends it
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.delenv("MLFLOW_RUN_ID")
+    assert finish_pipeline("FAILED") is None  # tracking off: nothing to end, no error
