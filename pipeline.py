@@ -217,7 +217,7 @@ def run_local(cfg: RunConfig, output_dir: str, tracking: bool = True, cache_dir:
     before = set(os.listdir(root)) if os.path.isdir(root) else set()
     log_path = os.path.join(output_dir, LOG_NAME)
     print(f"run-local: pipeline run {os.environ['REST_PIPELINE_RUN']}; one line per task below, "
-          f"the full log in {log_path}" + (" (and here: --verbose)" if verbose else " (--verbose shows it here)"),
+          f"the full log in {log_path}" + (" (--verbose: also here)" if verbose else " (--verbose shows it here)"),
           flush=True)
     t0 = time.time()
     pipeline = build_pipeline(cfg)

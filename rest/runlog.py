@@ -177,7 +177,7 @@ class RunConsole(io.TextIOBase):
             return
         m = re.match(r"Task (?P<name>\S+) cache hit", msg)
         if m:
-            self._say(f"{time.strftime('%H:%M:%S')}  {'cached':<6}  {m['name']}")
+            self._say(f"{time.strftime('%H:%M:%S')}  {'cached':<6}  Task {m['name']} cache hit: not run again")
             return
         m = re.match(r"Skipping task (?P<name>\S+): upstream", msg)
         if m:
@@ -197,10 +197,15 @@ class RunConsole(io.TextIOBase):
     def _finish(self, task: _Task, status: str) -> None:
         self._announce(task, time.strftime("%H:%M:%S", time.localtime(task.started or time.time())))
         name = task.label or task.name
-        wall, figures = task.done if task.done else (time.time() - task.started, "")
         ok = status == "SUCCESS"
-        word = "ok" if ok else "FAILED"
-        self._say(f"{time.strftime('%H:%M:%S')}  {word:<6}  {name:<34} {wall:7.1f} s  {figures}".rstrip())
+        clock = time.strftime("%H:%M:%S")
+        if ok and task.done:
+            # The step's own words ("LABEL: done in S s; key=value"): what scripts that read
+            # run-local's output (bench/pipeline.py) look for.
+            wall, figures = task.done
+            self._say(f"{clock}  {'ok':<6}  {name}: done in {wall:.1f} s" + (f"; {figures}" if figures else ""))
+        else:
+            self._say(f"{clock}  {'ok' if ok else 'FAILED':<6}  {name}: {status} after {time.time() - task.started:.1f} s")
         if not ok:
             self.failed.append(name)
             self._say(f"           last lines of {name} (the whole stream is in {self.log_path or 'the log'}):")

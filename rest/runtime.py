@@ -27,9 +27,10 @@ log = logging.getLogger("rest.step")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_DATEFMT = "%H:%M:%S"
 # The step metrics worth a place on a task's one-line summary (``done in ... s; k=v``).
-KEY_FIGURES = ("test_bleu", "test_chrf", "test_reward", "kept_fraction", "threshold_used", "mean_reward",
-               "best_valid_reward", "optimizer_steps", "grown_rows", "candidates_per_s", "kendall_tau",
-               "train_rows", "version")
+KEY_FIGURES = ("test_bleu", "test_chrf", "test_reward", "reward_hacking", "kept_fraction", "threshold_used",
+               "mean_reward_kept", "mean_reward", "best_valid_reward", "optimizer_steps", "tokens_per_s",
+               "grown_rows", "candidates_per_s", "kendall_tau", "train_rows", "valid_rows", "test_rows",
+               "grow_rows", "overlong_skipped", "bc_steps", "registered", "version")
 
 
 def setup_logging() -> None:

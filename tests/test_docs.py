@@ -286,3 +286,19 @@ def test_bad_value_message_in_readme_is_the_real_one(capsys):
         quoted = re.search(r"`(filter\.thresholds: must rise[^`]*)`", f.read()).group(1)
     assert pipeline.main(["compile", "--filter.thresholds", "0.7,0.6", "--output", os.devnull]) == 2
     assert quoted in capsys.readouterr().err
+
+
+def test_every_docs_page_that_is_pointed_to_exists():
+    """Manifests, docs and code name pages under docs/: each must be there (docs/deploy.md was not)."""
+    import glob
+
+    files = glob.glob(os.path.join(ROOT, "manifests", "**", "*.yaml"), recursive=True) + \
+        glob.glob(os.path.join(ROOT, "*.md")) + glob.glob(os.path.join(ROOT, "docs", "*.md")) + \
+        glob.glob(os.path.join(ROOT, "rest", "*.py")) + [os.path.join(ROOT, "pipeline.py")]
+    named = set()
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            named |= {(os.path.relpath(path, ROOT), m) for m in re.findall(r"\bdocs/[\w.\-/]+\.md", f.read())}
+    assert ("manifests/base/kustomization.yaml", "docs/deploy.md") in named
+    missing = sorted((src, page) for src, page in named if not os.path.isfile(os.path.join(ROOT, page)))
+    assert not missing, missing

@@ -16,7 +16,7 @@ from tests.servers import mlflow_server, s3_server  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.integration, pytest.mark.pipeline]
 EXPERIMENT = "rest-run-local"
-TASK_LINE = re.compile(r"^\d\d:\d\d:\d\d  (?P<what>start|ok|FAILED)\s+(?P<label>\S+)(?P<rest>.*)$")
+TASK_LINE = re.compile(r"^\d\d:\d\d:\d\d  (?P<what>start|ok|FAILED)\s+(?P<label>[^\s:]+)(?P<rest>.*)$")
 # The tasks of a run with one Improve step, no control and no registration.
 TASKS = {"validate", "prepare", "bootstrap", "evaluate", "grow-1/sample", "grow-1/score", "grow-1/improve-1/filter",
          "grow-1/improve-1/finetune", "grow-1/improve-1/evaluate", "summarize", "finish"}
@@ -78,7 +78,7 @@ def test_console_shows_one_line_per_task_and_the_log_has_everything(env, mlflow_
     oks = {m["label"]: m["rest"] for m in lines if m and m["what"] == "ok"}
     assert sorted(starts) == sorted(TASKS) and set(oks) == TASKS  # each task once, and it finished
     assert not [m for m in lines if m and m["what"] == "FAILED"]
-    assert re.search(r"\d+\.\d s  .*kept_fraction=", oks["grow-1/improve-1/filter"])  # wall and key figures
+    assert re.search(r"^: done in \d+\.\d s; .*kept_fraction=", oks["grow-1/improve-1/filter"])  # wall, figures
     assert "test_chrf=" in oks["grow-1/improve-1/evaluate"] and "optimizer_steps=" in oks["grow-1/improve-1/finetune"]
     assert re.search(r"candidates/s", stdout)  # the progress lines with rates stay
     assert len(stdout.splitlines()) < 120, stdout  # condensed, not the ~2,000-line raw stream
