@@ -127,7 +127,9 @@ def build_pipeline(cfg: RunConfig, cluster=None):
                 report = settle(evaluate(policy, data, f"rest g{g} i{i}", g, i, report, filtered, **learned), "evaluate",
                                 f"{name}/evaluate").outputs["report"]
         if cfg.loop.control:
-            ctrl = settle(control_op(config=section["finetune"], score_config=section["score"], improve_steps=G * I,
+            ctrl = settle(control_op(config=section["finetune"], score_config=section["score"],
+                                     on_reward_hacking=cfg.loop.on_reward_hacking,
+                                     hacking_tolerance=cfg.loop.hacking_tolerance, improve_steps=G * I,
                                      bc_policy=bc,
                                      last_policy=policy, data=data, **learned), "control",
                           "control/finetune").outputs["control"]

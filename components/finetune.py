@@ -36,9 +36,15 @@ def finetune_op(config: dict, score_config: dict, on_reward_hacking: str, hackin
 
 
 @dsl.component(**COMPONENT)
-def control_op(config: dict, score_config: dict, improve_steps: int, bc_policy: Input[Model], last_policy: Input[Model],
-               data: Input[Dataset], control: Output[Model], reward_model: Input[Model] = None):
-    """References-only control: BC continued on the Grow sources' references for as many steps as ReST took."""
+def control_op(config: dict, score_config: dict, on_reward_hacking: str, hacking_tolerance: float, improve_steps: int,
+               bc_policy: Input[Model], last_policy: Input[Model], data: Input[Dataset], control: Output[Model],
+               reward_model: Input[Model] = None):
+    """References-only control: BC continued on the Grow sources' references for as many steps as ReST took.
+
+    Under ``on_reward_hacking=rollback`` the control is held to the same rule as the Improve
+    steps (rolled back when its validation reward rose while the true metric fell);
+    otherwise it is only measured.
+    """
     import os
 
     from rest.config import FinetuneConfig, section_from_dict
@@ -50,14 +56,15 @@ def control_op(config: dict, score_config: dict, improve_steps: int, bc_policy: 
     from rest.runtime import step
 
     cfg = section_from_dict(FinetuneConfig, config, "finetune")
-    reward = RewardSpec.from_config(score_section(score_config, reward_model))
+    reward = RewardSpec.from_config(score_section(score_config, reward_model), on_reward_hacking=on_reward_hacking,
+                                    hacking_tolerance=hacking_tolerance)
     # This run's ReST steps only: a starting policy that was already fine-tuned (a champion)
     # carries earlier runs' steps in its since-BC count.
     total = run_steps(policy_info(bc_policy.path), policy_info(last_policy.path))
     with step("control") as s:
         info = run_control(bc_policy.path, os.path.join(data.path, "grow.jsonl"), os.path.join(data.path, "valid.jsonl"),
                            cfg, total, control.path, reward=reward, checkpoint_dir=control.path + ".ckpt",
-                           rest_checks=improve_steps * cfg.epochs)
+                           rest_checks=improve_steps * cfg.epochs, guard=on_reward_hacking == "rollback")
         control.metadata.update({"optimizer_steps": info["optimizer_steps"], "control": True})
         s.metric(optimizer_steps=info["optimizer_steps"], best_valid_reward=info["best_valid_reward"])
         s.curve("train_loss", [(r["step"], r["loss"]) for r in info["losses"]])

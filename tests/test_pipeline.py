@@ -60,6 +60,15 @@ def test_filter_tasks_only_see_thresholds_up_to_their_step(tmp_path):
         assert cfg["runtimeValue"]["constant"]["thresholds"] == [0.5, 0.6, 0.7][:i]
 
 
+@pytest.mark.parametrize("rule", ["warn", "rollback"])
+def test_control_gets_the_same_reward_hacking_rule_as_the_improve_steps(tmp_path, rule):
+    spec = compiled_spec(tmp_path, {"loop.on_reward_hacking": rule})
+    by_name = {t.task_info.name: t for t in body_tasks(spec).values()}
+    for name in ("grow-1/improve-1/finetune", "control/finetune"):
+        value = json_format.MessageToDict(by_name[name].inputs.parameters["on_reward_hacking"])
+        assert value["runtimeValue"]["constant"] == rule, name
+
+
 @pytest.mark.pipeline
 def test_tiny_rest_run_through_kfp_local(tmp_path, tiny_data, tiny_policy):
     out = tmp_path / "run"
