@@ -42,14 +42,25 @@ def build_pipeline(cfg: RunConfig, cluster=None):
     """The pipeline function for ``cfg`` (G, I and shards fixed; data and policy are run parameters)."""
     from kfp import dsl
 
+    from rest.model.families import LANGUAGE_FIELDS
+    from rest.rewards.spec import RewardSpec
+    from rest_kfp.steps import STEP_TABLE, display_name
     from components import (bootstrap_op, control_op, evaluate_op, filter_op, finetune_op, finish_op, merge_op,
                             prepare_op, register_op, sample_op, score_op, summarize_op, train_reward_model_op,
                             validate_op)
 
+    if cluster is not None:
+        from rest_kfp.cluster import check_step_devices
+
+        check_step_devices(cfg, cluster)  # a step's device must be one its pod is given
     full = cfg.to_dict()
     section = full  # the run config is one dict per step, keyed by step name
     G, I, shards = cfg.loop.grow_steps, cfg.filter.improve_steps, cfg.sample.num_shards
     reward = cfg.score.reward
+    # BC trains on the references, and promotion compares with them: both use a reference-based metric.
+    reference_metric = RewardSpec.from_config(cfg.score).reference_metric
+    # A given policy's translation settings are resolved from these once, in bootstrap (rest.model.families).
+    languages = {k: section["data"][k] for k in LANGUAGE_FIELDS}
 
     def filter_config(i: int) -> dict:
         # Only τ_1..τ_i: the guard needs τ_1, the step needs τ_i; later thresholds stay out of
@@ -59,10 +70,13 @@ def build_pipeline(cfg: RunConfig, cluster=None):
         f["percentiles"] = f["percentiles"][:i] if cfg.filter.mode == "percentile" else f["percentiles"]
         return f
 
-    def settle(task, step: str, name: str):
-        task.set_display_name(name)
+    def settle(task, step: str, g: int = 0, i: int = 0, role: str = ""):
+        # Name, caching and (on a cluster) pod settings come from the one step table.
+        task.set_display_name(display_name(step, g, i, role))
+        if not STEP_TABLE[step].cacheable:
+            task.set_caching_options(False)
         if cluster is not None:
-            from rest.cluster import apply_cluster_settings
+            from rest_kfp.cluster import apply_cluster_settings
 
             apply_cluster_settings(task, step, cluster)
         return task
@@ -78,83 +92,81 @@ def build_pipeline(cfg: RunConfig, cluster=None):
         return evaluate_op(**kwargs)
 
     def body(train, valid, test, initial_policy):
-        check = settle(validate_op(config=full, train=train, valid=valid, test=test, initial_policy=initial_policy),
-                       "validate", "validate")
+        check = settle(validate_op(config=full, train=train, valid=valid, test=test, initial_policy=initial_policy,
+                                   check_devices=cluster is None), "validate")
         # prepare gets only the data section: a change elsewhere in the config keeps it cached.
-        prep = settle(prepare_op(config=section["data"], train=train, valid=valid, test=test), "prepare", "prepare")
+        prep = settle(prepare_op(config=section["data"], train=train, valid=valid, test=test), "prepare")
         prep.after(check)
         data = prep.outputs["data"]
-        # BC trains on the references: its checkpoints are picked by a reference-based metric.
-        bc_metric = reward if reward in ("chrf", "bleu") else cfg.score.true_metric
-        boot = settle(bootstrap_op(config=section["bootstrap"], reward=bc_metric, initial_policy=initial_policy,
-                                   data=data), "bootstrap", "bootstrap")
+        boot = settle(bootstrap_op(config=section["bootstrap"], reward=reference_metric, initial_policy=initial_policy,
+                                   data=data, languages=languages), "bootstrap")
         bc = boot.outputs["policy"]
         # A learned reward with no model given is trained in this run (after the first Grow);
         # every step that scores with it then takes it as an input.
         learned: dict = {}
         train_rm = reward == "reward_model" and not cfg.score.reward_model_path
         if not train_rm:
-            report = settle(evaluate(bc, data, "bc", 0, 0, None), "evaluate", "evaluate-bc").outputs["report"]
+            report = settle(evaluate(bc, data, "bc", 0, 0, None), "evaluate", role="bc").outputs["report"]
         policy = bc
+        kept_before: dict = {}  # filter.accumulate (ReST-EM): Improve step i's kept set of the previous Grow
+        # finetune.from_base (ReST-EM): every Improve step starts from the BC weights.
+        base = {"base_policy": bc} if cfg.finetune.from_base else {}
         for g in range(1, G + 1):
             if shards == 1:
                 grown = settle(sample_op(config=section["sample"], grow_step=g, shard_index=0, num_shards=1,
-                                         policy=policy, data=data), "sample", f"grow-{g}/sample").outputs["grown"]
+                                         policy=policy, data=data), "sample", g).outputs["grown"]
             else:
                 with dsl.ParallelFor(items=list(range(shards)), name=f"grow-{g}-shards") as shard:
                     part = settle(sample_op(config=section["sample"], grow_step=g, shard_index=shard,
-                                            num_shards=shards, policy=policy, data=data), "sample", f"grow-{g}/sample")
+                                            num_shards=shards, policy=policy, data=data), "sample", g)
                 grown = settle(merge_op(grow_step=g, shards=dsl.Collected(part.outputs["grown"])), "merge",
-                               f"grow-{g}/merge").outputs["grown"]
+                               g).outputs["grown"]
             if g == 1 and train_rm:
                 learned = {"reward_model": settle(
-                    train_reward_model_op(config=section["reward_model"], scored=grown, policy=bc), "reward_model",
-                    "reward-model").outputs["reward_model"]}
+                    train_reward_model_op(config=section["reward_model"], scored=grown, policy=bc), "reward_model").outputs["reward_model"]}
                 report = settle(evaluate(bc, data, "bc", 0, 0, None, **learned), "evaluate",
-                                "evaluate-bc").outputs["report"]
+                                role="bc").outputs["report"]
             scored = settle(score_op(config=section["score"], grow_step=g, grown=grown, **learned), "score",
-                            f"grow-{g}/score").outputs["scored"]
+                            g).outputs["scored"]
             for i in range(1, I + 1):
-                name = f"grow-{g}/improve-{i}"
-                filtered = settle(filter_op(config=filter_config(i), grow_step=g, improve_step=i, scored=scored),
-                                  "filter", f"{name}/filter").outputs["filtered"]
+                previous = {"previous": kept_before[i]} if cfg.filter.accumulate and i in kept_before else {}
+                filtered = settle(filter_op(config=filter_config(i), grow_step=g, improve_step=i, scored=scored,
+                                            **previous), "filter", g, i).outputs["filtered"]
+                kept_before[i] = filtered
                 policy = settle(finetune_op(config=section["finetune"], score_config=section["score"],
                                             on_reward_hacking=cfg.loop.on_reward_hacking,
                                             hacking_tolerance=cfg.loop.hacking_tolerance, grow_step=g,
                                             improve_step=i, policy=policy, filtered=filtered, data=data,
-                                            **learned), "finetune",
-                                f"{name}/finetune").outputs["improved"]
+                                            **learned, **base), "finetune",
+                                g, i).outputs["improved"]
                 report = settle(evaluate(policy, data, f"rest g{g} i{i}", g, i, report, filtered, **learned), "evaluate",
-                                f"{name}/evaluate").outputs["report"]
+                                g, i).outputs["report"]
         if cfg.loop.control:
             ctrl = settle(control_op(config=section["finetune"], score_config=section["score"],
                                      on_reward_hacking=cfg.loop.on_reward_hacking,
                                      hacking_tolerance=cfg.loop.hacking_tolerance, improve_steps=G * I,
                                      bc_policy=bc,
-                                     last_policy=policy, data=data, **learned), "control",
-                          "control/finetune").outputs["control"]
+                                     last_policy=policy, data=data, **learned), "control").outputs["control"]
             report = settle(evaluate(ctrl, data, "control (references only)", 0, 0, report, is_control=True,
                                      **learned),
-                            "evaluate", "control/evaluate").outputs["report"]
-        summary = settle(summarize_op(config=full, report=report), "summarize", "summarize")
-        # Always run: it logs this run's table and config to this run's MLflow parent (from cache
-        # it would log nothing), and run-local reads its output from this run's pipeline root.
-        summary.set_caching_options(False)
+                            "evaluate", role="control").outputs["report"]
+        # Never from cache (the step table): it logs this run's table and config to this run's MLflow
+        # parent, and run-local reads its output from this run's pipeline root.
+        summary = settle(summarize_op(config=full, report=report), "summarize")
         if cfg.loop.register:
-            settle(register_op(model_name=cfg.loop.model_name, metric=reward if reward in ("chrf", "bleu") else cfg.score.true_metric,
-                               policy=policy, data=data), "register", "register").after(summary)
+            settle(register_op(model_name=cfg.loop.model_name, metric=reference_metric,
+                               policy=policy, data=data), "register").after(summary)
         return summary
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Reinforced Self-Training (ReST) for a seq2seq translation policy")
+    @dsl.pipeline(name=PIPELINE_NAME, description="Reinforced Self-Training (ReST) for a seq2seq or causal LM policy")
     def rest_pipeline(train: str = cfg.data.train, valid: str = cfg.data.valid, test: str = cfg.data.test,
                       initial_policy: str = cfg.bootstrap.policy):
         # The exit task runs after everything else, also when a task failed, and ends the
         # MLflow parent run with the pipeline's state; without it the run stays RUNNING.
         # (KFP allows no pipeline output from inside an ExitHandler: the summary is the
         # summarize task's output.)
-        finish = settle(finish_op(), "finish", "finish")
-        # Never from cache: a cached exit task would leave this run's parent RUNNING.
-        finish.set_caching_options(False)
+        # Never from cache (the step table): a cached exit task would leave this run's parent RUNNING.
+        finish = settle(finish_op(), "finish")
         with dsl.ExitHandler(finish, name="rest"):
             body(train, valid, test, initial_policy)
 
@@ -197,9 +209,9 @@ def run_local(cfg: RunConfig, output_dir: str, tracking: bool = True, cache_dir:
 
     from kfp import local
 
-    from rest.runlog import RunConsole
-    from rest.runtime import setup_logging
-    from rest.summary import markdown_table, verdict_text
+    from rest_kfp.runlog import RunConsole
+    from rest_kfp.runtime import setup_logging
+    from rest.steps.summary import markdown_table, verdict_text
 
     setup_logging()
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
@@ -208,7 +220,7 @@ def run_local(cfg: RunConfig, output_dir: str, tracking: bool = True, cache_dir:
     os.makedirs(output_dir, exist_ok=True)
     os.environ["REST_PIPELINE_RUN"] = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     if tracking and not os.environ.get("MLFLOW_TRACKING_URI"):
-        from rest.tracking import embedded_uri
+        from rest.services.tracking import embedded_uri
 
         os.environ["MLFLOW_TRACKING_URI"] = embedded_uri(output_dir)
     elif not tracking:
@@ -308,9 +320,9 @@ PROMOTE_EXAMPLES = """example:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The whole CLI: run-local, compile, promote and the cluster commands of rest.kfp_cli."""
-    from rest.cli import add_promote_arguments
-    from rest.kfp_cli import PACKAGE_COMMANDS, register_commands
+    """The whole CLI: run-local, compile, promote and the cluster commands of rest_kfp.kfp_cli."""
+    from rest_kfp.cli import add_promote_arguments
+    from rest_kfp.kfp_cli import PACKAGE_COMMANDS, register_commands
 
     raw = argparse.RawDescriptionHelpFormatter
     ap = argparse.ArgumentParser(prog="python pipeline.py", description=__doc__, formatter_class=raw)
@@ -356,12 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """``python pipeline.py COMMAND ...``; returns the exit code."""
-    from rest.kfp_cli import CLUSTER_COMMANDS, dispatch
+    from rest_kfp.kfp_cli import CLUSTER_COMMANDS, dispatch
 
     args = build_parser().parse_args(argv)
     try:
         if args.command == "promote":
-            from rest.registry import promote_cli
+            from rest_kfp.cli import promote_cli
 
             return promote_cli(args=args)
         if args.command in CLUSTER_COMMANDS:
@@ -384,7 +396,7 @@ def main(argv=None) -> int:
 def _cluster_config(path):
     if not path:
         return None
-    from rest.cluster import load_cluster_config
+    from rest_kfp.cluster import load_cluster_config
 
     return load_cluster_config(path)
 

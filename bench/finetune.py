@@ -1,12 +1,12 @@
 """Improve-step training speed: length-bucketed token batches versus per-batch padding.
 
-All paths run the same NLL step as ``rest.train.train_nll`` (its loss, AdamW with
+All paths run the same NLL step as ``rest.model.train.train_nll`` (its loss, AdamW with
 clipping) on copies of the same policy and the same rows, in ONE process, rounds
 interleaved so a varying background load hits every path alike:
 
-- bucketed: the batches ``train_nll`` uses, ``rest.policy.token_batches(lengths,
+- bucketed: the batches ``train_nll`` uses, ``rest.model.policy.token_batches(lengths,
   batch_tokens, rng)`` — similar lengths together, about ``batch_tokens`` padded tokens
-  each — collated by ``rest.train._collate``;
+  each — collated by ``rest.model.train._collate``;
 - per_batch (the baseline, what users do): shuffled fixed-size batches of the same mean
   number of sentences, padded to each batch's own longest source and target by the real
   ``transformers.DataCollatorForSeq2Seq`` (``padding="longest"``, labels padded with -100,
@@ -19,6 +19,10 @@ Only real (non-pad) source+target tokens count, for every path. The headline rat
 bucketed vs per_batch.
 
     python bench/finetune.py --rows 3000 --steps 3 --rounds 2
+    python bench/finetune.py --device cuda --paths bucketed,per_batch   # on a GPU, bf16 autocast
+
+With ``--device cuda`` the steps run on the GPU with ``--precision`` (auto: bf16 autocast where
+the GPU has it, as ``finetune.precision``), and each path reports its peak GPU memory.
 """
 from __future__ import annotations
 
@@ -70,20 +74,25 @@ def hf_collator(tokenizer, model, fixed_lengths: tuple[int, int] | None = None):
     return collate
 
 
+def _on(device, tensors):
+    return tuple(t.to(device) if t is not None else None for t in tensors)
+
+
 def check_same_loss(model, collator, src_ids, tgt_ids, batch, pad_id, start_id) -> float:
     """The collator's batch gives the same loss as train_nll's collate (same teacher forcing)."""
-    from rest.train import _collate, _loss
+    from rest.model.train import _collate, _loss
 
     model.eval()
     with torch.no_grad():
-        ours, _ = _loss(model, *_collate(src_ids, tgt_ids, None, batch, pad_id, start_id))
+        ours, _ = _loss(model, *_on(model.device, _collate(src_ids, tgt_ids, None, batch, pad_id, start_id)))
         b = collator([{"input_ids": src_ids[i], "labels": tgt_ids[i]} for i in batch])
-        theirs, _ = _loss(model, b["input_ids"], b["attention_mask"], b["decoder_input_ids"], b["labels"], None)
+        theirs, _ = _loss(model, *_on(model.device, (b["input_ids"], b["attention_mask"], b["decoder_input_ids"],
+                                                     b["labels"], None)))
     model.train()
     diff = abs(float(ours) - float(theirs))
     if diff > 1e-4:
         raise AssertionError(f"DataCollatorForSeq2Seq's batch gives loss {float(theirs):.6f}, "
-                             f"rest.train's collate {float(ours):.6f}: not the same training step")
+                             f"rest.model.train's collate {float(ours):.6f}: not the same training step")
     return diff
 
 
@@ -99,6 +108,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--paths", default=",".join(PATHS),
                     help="comma-separated, of: " + ", ".join(PATHS) + " (bucketed and per_batch are needed "
                          "for the headline ratio)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    ap.add_argument("--precision", default="auto", help="auto (bf16 autocast on a GPU that has it, fp32 on the "
+                    "CPU), fp32, bf16 or fp16, as finetune.precision (default: %(default)s)")
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
@@ -107,12 +119,17 @@ def main(argv=None) -> dict:
         ap.error(f"unknown paths {sorted(unknown)}; choose from {', '.join(PATHS)}")
 
     from rest.config import FinetuneConfig
-    from rest.policy import decoder_start_id, load_policy, set_threads, token_batches
-    from rest.train import _collate, _encode, _loss
+    from rest.model.device import amp_for, autocast, describe, is_cuda, place
+    from rest.model.policy import decoder_start_id, load_policy, token_batches
+    from rest.model.train import _collate, _encode, _loss
 
-    set_threads(args.threads)
     info = machine()
     base, tokenizer = load_policy(args.policy)
+    device = place(base, args.device, args.threads, "--device")  # CPU threads only on the CPU
+    amp = amp_for(device, args.precision, "--precision")
+    cuda = is_cuda(device)
+    info["device"] = {"device": str(device), **describe(device)}
+    info["torch_threads"] = torch.get_num_threads()
     rows = read_tsv(args.data, args.rows)
     batch_tokens = args.batch_tokens or FinetuneConfig().batch_tokens
     src_ids, tgt_ids = _encode(tokenizer, rows)
@@ -134,7 +151,9 @@ def main(argv=None) -> dict:
     loss_diffs = {p: check_same_loss(models[p], c, src_ids, tgt_ids, shuffled[0], pad_id, start_id)
                   for p, c in collators.items()}
     opts = {p: torch.optim.AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.98)) for p, m in models.items()}
-    stats = {p: {"wall": 0.0, "cpu": 0.0, "tokens": 0, "padded": 0, "steps": 0, "sentences": 0} for p in models}
+    stats = {p: {"wall": 0.0, "cpu": 0.0, "tokens": 0, "padded": 0, "steps": 0, "sentences": 0, "peak_mb": 0.0}
+             for p in models}
+    scalers = {p: torch.amp.GradScaler("cuda") for p in models} if amp.scaler else {}
 
     def step(p, batch):
         if p == "bucketed":
@@ -142,11 +161,20 @@ def main(argv=None) -> dict:
         else:  # the collator runs inside the timed step, as a DataLoader's collate_fn would
             b = collators[p]([{"input_ids": src_ids[i], "labels": tgt_ids[i]} for i in batch])
             inputs = (b["input_ids"], b["attention_mask"], b["decoder_input_ids"], b["labels"], None)
-        loss, _ = _loss(models[p], *inputs)
+        inputs = _on(device, inputs) if cuda else inputs
+        with autocast(device, amp):
+            loss, _ = _loss(models[p], *inputs)
         opts[p].zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(models[p].parameters(), 1.0)
-        opts[p].step()
+        if p in scalers:  # fp16: loss-scaled, as rest.model.distributed.TrainRuntime does
+            scalers[p].scale(loss).backward()
+            scalers[p].unscale_(opts[p])
+            torch.nn.utils.clip_grad_norm_(models[p].parameters(), 1.0)
+            scalers[p].step(opts[p])
+            scalers[p].update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(models[p].parameters(), 1.0)
+            opts[p].step()
         st = stats[p]
         st["tokens"] += sum(lengths[i] for i in batch)
         st["padded"] += inputs[0].numel() + inputs[3].numel()  # computed source + target positions
@@ -161,9 +189,16 @@ def main(argv=None) -> dict:
         for p in paths:
             chosen = [batches[p][(1 + rnd * args.steps + k) % len(batches[p])] for k in range(args.steps)]
             tok0 = stats[p]["tokens"]
+            if cuda:
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
             with Timer() as t:
                 for b in chosen:
                     step(p, b)
+                if cuda:  # the optimizer step is asynchronous on a GPU: time it to its end
+                    torch.cuda.synchronize(device)
+            if cuda:
+                stats[p]["peak_mb"] = max(stats[p]["peak_mb"], torch.cuda.max_memory_allocated(device) / 2**20)
             stats[p]["wall"] += t.wall
             stats[p]["cpu"] += t.cpu
             print(f"round {rnd + 1} {p}: {(stats[p]['tokens'] - tok0) / t.wall:.0f} real tokens/s", flush=True)
@@ -174,7 +209,8 @@ def main(argv=None) -> dict:
               "dataset_max_source_tokens": s_max, "dataset_max_target_tokens": t_max,
               "mean_pair_tokens": round(sum(lengths) / len(lengths), 1),
               "bucketed_batches_per_epoch": len(bucketed), "sentences_per_batch": per_batch,
-              "collator_loss_abs_diff_vs_train_nll": {p: round(d, 7) for p, d in loss_diffs.items()}, "paths": {}}
+              "collator_loss_abs_diff_vs_train_nll": {p: round(d, 7) for p, d in loss_diffs.items()}, "paths": {},
+              "device": str(device), "precision": amp.name, "parameters": sum(p.numel() for p in base.parameters())}
     def epoch_share(p):  # over every batch of one epoch, not only the timed ones
         if p == "dataset_max":
             return sum(lengths) / (len(rows) * (s_max + t_max))
@@ -187,6 +223,8 @@ def main(argv=None) -> dict:
                               "real_token_share_of_padded": round(st["tokens"] / max(1, st["padded"]), 3),
                               "steps": st["steps"], "mean_sentences_per_step": round(st["sentences"] / st["steps"], 1),
                               "wall_s": round(st["wall"], 2), "cpu_s": round(st["cpu"], 2)}
+        if cuda:
+            result["paths"][p]["peak_memory_mb"] = round(st["peak_mb"], 1)
     # Wall-time ratios, and per CPU second of this process (less sensitive to other jobs on a
     # shared machine). The headline is bucketed vs per_batch.
     for other in ("per_batch", "dataset_max"):

@@ -83,12 +83,12 @@ def add_significance(summary: dict, arm_dir: str) -> dict:
 
     A run made before the summary carried intervals (an earlier commit) still has every
     evaluation's per-sentence outputs under ``pipeline_root``: the same
-    :func:`rest.summary.verdict` runs on them, so every arm is judged by one rule.
+    :func:`rest.steps.summary.verdict` runs on them, so every arm is judged by one rule.
     """
     import glob
 
-    from rest.io import read_jsonl
-    from rest.summary import sentence_key, verdict
+    from rest.services.files import read_jsonl
+    from rest.steps.summary import sentence_key, verdict
 
     if summary.get("verdict", {}).get("significance"):
         return summary

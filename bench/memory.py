@@ -4,8 +4,8 @@
     python bench/memory.py --rows 200000        # a quick check
 
 The parent process streams a synthetic grown set to disk (625,000 sources x 7 samples +
-the reference, so 8 rows per source); a *child* process then runs ``rest.score.score``
-and ``rest.filter.filter_scored`` (global and per-source percentile with a cap) on it and
+the reference, so 8 rows per source); a *child* process then runs ``rest.steps.score.score``
+and ``rest.steps.filter.filter_scored`` (global and per-source percentile with a cap) on it and
 reports its peak resident set size (VmHWM / ru_maxrss). The generator runs in the parent
 so its memory does not count.
 
@@ -74,10 +74,10 @@ def peak_rss() -> int:
 
 def child(work: str) -> None:
     """Run score + filter on ``work/grown`` and print one JSON line of measurements."""
-    from rest import rewards
+    from rest.rewards import metrics as rewards
     from rest.config import FilterConfig, ScoreConfig
-    from rest.filter import filter_scored
-    from rest.score import score
+    from rest.steps.filter import filter_scored
+    from rest.steps.score import score
 
     @rewards.register("bench_unigram_f1")
     def unigram_f1(sources, candidates, references):
@@ -130,8 +130,8 @@ def main(argv=None) -> int:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     mib = 2 ** 20
-    print(f"| candidates | grown set | scored set | peak RSS (score + 2 filters) | RSS after imports "
-          f"| score | filter global | filter percentile |")
+    print("| candidates | grown set | scored set | peak RSS (score + 2 filters) | RSS after imports "
+          "| score | filter global | filter percentile |")
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {res['rows']:,} | {size / mib:,.0f} MiB | {res['scored_bytes'] / mib:,.0f} MiB "
           f"| {res['peak_rss'] / mib:,.0f} MiB | {res['rss_after_import'] / mib:,.0f} MiB "

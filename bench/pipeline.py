@@ -2,7 +2,7 @@
 
 1. Runs a tiny ``python pipeline.py run-local`` (tiny data and an untrained d=32 policy,
    as in tests/test_pipeline.py) as a subprocess and compares its wall time with the sum
-   of the steps' own work: every component logs ``<step>: done in X s`` (rest.runtime),
+   of the steps' own work: every component logs ``<step>: done in X s`` (rest_kfp.runtime),
    timed from inside the component, so process start, imports, kfp.local's executor and
    artifact copies are the rest.
 2. Caching: kfp.local 2.17 has a file-backed task cache (``kfp.local.init(enable_caching=
@@ -21,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +34,7 @@ EXEC = re.compile(r"Executing task '?(?P<task>[\w.-]+)'?")
 
 def make_tiny_inputs(work: str) -> dict:
     """Tiny train/valid/test TSVs from the bundled corpus and an untrained d=32 policy."""
-    from rest.policy import build_model, save_policy, train_tokenizer
+    from rest.model.policy import build_model, save_policy, train_tokenizer
 
     os.makedirs(work, exist_ok=True)
     paths = {}
@@ -110,7 +111,7 @@ def cached_main(argv: list[str]) -> int:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work-dir", default="/tmp/rest-bench-pipeline", help="tiny inputs, run outputs and logs")
+    ap.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "rest-bench-pipeline"), help="tiny inputs, run outputs and logs")
     ap.add_argument("--thresholds", default="0.05,0.1", help="thresholds of the first runs")
     ap.add_argument("--changed-thresholds", default="0.05,0.15", help="the same with only the last one changed")
     ap.add_argument("--skip-cache", action="store_true", help="only the overhead run")

@@ -32,9 +32,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import default_policy, machine, staged  # noqa: E402
+from rest.rewards.spec import POINTS_TOLERANCE, is_reward_hacking  # noqa: E402
 
 BEST_OF = (1, 2, 4, 8, 16, 32, 64)  # the curve is estimated from all 64 samples at each N
-HACKING_DROP = 0.5  # points of the other metric (BLEU or chrF)
+HACKING_DROP = POINTS_TOLERANCE  # points of the other metric (BLEU or chrF): the one rule's
 
 
 def _parse(argv):
@@ -100,24 +101,17 @@ def _config(args):
     return load_config(args.config, o)
 
 
-REUSE = False  # set from --reuse
-
-
-def _stage(row: dict, name: str, record: str, fn):
-    return staged(row, name, record, fn, REUSE)
-
-
-def _evaluate(policy_dir, data, cfg, out_dir, row, best_of=None, best_of_sources=0):
+def _evaluate(stage, policy_dir, data, cfg, out_dir, row, best_of=None, best_of_sources=0):
     """Test metrics of a policy into ``row`` (and best-of-N rewards when asked)."""
-    from rest.evaluate import best_of_n, evaluate
+    from rest.steps.evaluate import best_of_n, evaluate
 
-    m = _stage(row, "evaluate", os.path.join(out_dir, "bench-stage.json"),
+    m = stage(row, "evaluate", os.path.join(out_dir, "bench-stage.json"),
                lambda: evaluate(policy_dir, data.test, cfg.evaluate, out_dir, reward=cfg.score.reward))
     row.update(test_reward=m["test_reward"], test_bleu=m["test_bleu"], test_chrf=m["test_chrf"])
     if best_of:
-        from rest.data import read_rows
-        from rest.policy import load_policy
-        from rest.rewards import get_reward
+        from rest.steps.data import read_rows
+        from rest.model.policy import load_policy
+        from rest.rewards.metrics import get_reward
 
         n = max(best_of)
         test_rows = read_rows(data.test)
@@ -131,7 +125,7 @@ def _evaluate(policy_dir, data, cfg, out_dir, row, best_of=None, best_of_sources
                              temperature=cfg.evaluate.best_of_n_temperature)
 
         # "unbiased" in the name: records of the earlier first-m estimate are not reused.
-        r = _stage(row, "best_of_n", os.path.join(out_dir, f"bench-best-of-{n}-{len(test_rows)}-unbiased{_t_suffix(cfg)}.json"),
+        r = stage(row, "best_of_n", os.path.join(out_dir, f"bench-best-of-{n}-{len(test_rows)}-unbiased{_t_suffix(cfg)}.json"),
                    run_best_of)
         # best_of_n reports 1, 2, 4, .. n: keep the asked N (all powers of two here).
         row["best_of_n"] = {str(k): r["best_of_n_curve"][str(k)] for k in best_of if str(k) in r["best_of_n_curve"]}
@@ -146,15 +140,18 @@ def _t_suffix(cfg) -> str:
 
 
 def run(args) -> dict:
-    global REUSE
-    REUSE = args.reuse
-    from rest.data import prepare
-    from rest.filter import filter_scored
-    from rest.finetune import control, improve
-    from rest.io import read_json, read_jsonl, write_jsonl
-    from rest.policy import set_threads
-    from rest.sample import grow
-    from rest.score import score
+
+    def stage(row: dict, name: str, record: str, fn):
+        """Run a stage, or re-read its record with --reuse."""
+        return staged(row, name, record, fn, args.reuse)
+
+    from rest.steps.data import prepare
+    from rest.steps.filter import filter_scored
+    from rest.steps.finetune import control, improve
+    from rest.services.files import read_json, read_jsonl, write_jsonl
+    from rest.model.policy import set_threads
+    from rest.steps.sample import grow
+    from rest.steps.score import score
 
     cfg = _config(args)
     best_of = sorted({int(x) for x in args.best_of.split(",") if x.strip()})
@@ -169,7 +166,7 @@ def run(args) -> dict:
     reward = cfg.score.reward
     rows: list[dict] = []
 
-    bc = _evaluate(args.policy, data, cfg, os.path.join(work, "eval-bc"),
+    bc = _evaluate(stage, args.policy, data, cfg, os.path.join(work, "eval-bc"),
                    {"policy": "BC", "g": 0, "i": 0, "path": args.policy, "valid_reward": None}, best_of,
                    args.best_of_sources)
     rows.append(bc)
@@ -179,9 +176,9 @@ def run(args) -> dict:
     for g in range(1, cfg.loop.grow_steps + 1):
         gdir = os.path.join(work, f"grow-{g}")
         grow_row: dict = {}
-        _stage(grow_row, "sample", os.path.join(gdir, "bench-sample.json"),
+        stage(grow_row, "sample", os.path.join(gdir, "bench-sample.json"),
                lambda: grow(policy, data.grow, cfg.sample, os.path.join(gdir, "sample"), g))
-        ss = _stage(grow_row, "score", os.path.join(gdir, "bench-score.json"),
+        ss = stage(grow_row, "score", os.path.join(gdir, "bench-score.json"),
                     lambda: score(os.path.join(gdir, "sample"), cfg.score, os.path.join(gdir, "score")))
         grow_row["grown_mean_reward"] = ss["mean_reward"]
         if g == 1 and not args.skip_unfiltered:
@@ -190,26 +187,26 @@ def run(args) -> dict:
             unfiltered = os.path.join(gdir, "unfiltered")
             os.makedirs(unfiltered, exist_ok=True)
             write_jsonl(os.path.join(unfiltered, "data.jsonl"), read_jsonl(os.path.join(gdir, "score", "data.jsonl")))
-            info = _stage(row, "finetune", os.path.join(gdir, "bench-i0.json"),
+            info = stage(row, "finetune", os.path.join(gdir, "bench-i0.json"),
                           lambda: improve(args.policy, unfiltered, data.valid, ft_cfg, 1,
                                           os.path.join(gdir, "i0-policy"), reward))
             row.update(path=os.path.join(gdir, "i0-policy"), optimizer_steps=info["optimizer_steps"],
                        valid_reward=info["best_valid_reward"], start_valid_reward=info["start_valid_reward"])
-            rows.append(_evaluate(row["path"], data, cfg, os.path.join(gdir, "eval-i0"), row))
+            rows.append(_evaluate(stage, row["path"], data, cfg, os.path.join(gdir, "eval-i0"), row))
         for i in range(1, cfg.filter.improve_steps + 1):
             # The Grow stage's CPU seconds show on the first row of that Grow step.
             row = {"policy": f"ReST G={g} I={i}", "g": g, "i": i, **(grow_row if i == 1 and (g > 1 or args.skip_unfiltered) else {})}
             fdir, pdir = os.path.join(gdir, f"filter-{i}"), os.path.join(gdir, f"policy-{i}")
-            fs = _stage(row, "filter", os.path.join(gdir, f"bench-filter-{i}.json"),
+            fs = stage(row, "filter", os.path.join(gdir, f"bench-filter-{i}.json"),
                         lambda: filter_scored(os.path.join(gdir, "score"), cfg.filter, i, fdir))
             row.update(threshold=fs["threshold_used"], kept_fraction=fs["kept_fraction"])
-            info = _stage(row, "finetune", os.path.join(gdir, f"bench-improve-{i}.json"),
+            info = stage(row, "finetune", os.path.join(gdir, f"bench-improve-{i}.json"),
                           lambda: improve(policy, fdir, data.valid, ft_cfg, i, pdir, reward))
             row.update(path=pdir, optimizer_steps=info["optimizer_steps"], valid_reward=info["best_valid_reward"],
                        start_valid_reward=info["start_valid_reward"])
             total_steps += info["optimizer_steps"]
             policy = final = pdir
-            rows.append(_evaluate(pdir, data, cfg, os.path.join(gdir, f"eval-{i}"), row,
+            rows.append(_evaluate(stage, pdir, data, cfg, os.path.join(gdir, f"eval-{i}"), row,
                                   best_of if (g == cfg.loop.grow_steps and i == cfg.filter.improve_steps) else None,
                                   args.best_of_sources))
 
@@ -217,13 +214,13 @@ def run(args) -> dict:
     # as many validation checks as ReST had (the best of more noisy checks would favour it).
     rest_checks = cfg.loop.grow_steps * cfg.filter.improve_steps * cfg.finetune.epochs
     row = {"policy": "control (references only)", "g": 0, "i": 0, "control": True}
-    info = _stage(row, "finetune", os.path.join(work, f"bench-control-{total_steps}.json"),
+    info = stage(row, "finetune", os.path.join(work, f"bench-control-{total_steps}.json"),
                   lambda: control(args.policy, data.grow, data.valid, ft_cfg, total_steps,
                                   os.path.join(work, "control"), reward, rest_checks=rest_checks))
     row.update(path=os.path.join(work, "control"), optimizer_steps=info["optimizer_steps"],
                valid_reward=info["best_valid_reward"], start_valid_reward=info["start_valid_reward"])
     # Best-of-N for the control too: a best-of-N gain it also gets is just more training.
-    rows.append(_evaluate(row["path"], data, cfg, os.path.join(work, "eval-control"), row, best_of,
+    rows.append(_evaluate(stage, row["path"], data, cfg, os.path.join(work, "eval-control"), row, best_of,
                           args.best_of_sources))
 
     flag_reward_hacking(rows, reward)
@@ -231,14 +228,14 @@ def run(args) -> dict:
               "other_metric": "BLEU" if reward == "chrf" else "chrF", "quick": args.quick,
               "config": dataclasses.asdict(cfg), "best_of_n": best_of_n_summary(rows, final),
               "rows": [{k: v for k, v in r.items() if k != "best_of_n_rewards"} for r in rows],
-              "wall_s": _wall(rows, time.time() - t_start), "data": read_json(os.path.join(work, "data", "stats.json"))}
+              "wall_s": _wall(rows, time.time() - t_start, args.reuse), "data": read_json(os.path.join(work, "data", "stats.json"))}
     write_outputs(result, out, _t_suffix(cfg))
     return result
 
 
-def _wall(rows: list[dict], elapsed: float) -> float:
+def _wall(rows: list[dict], elapsed: float, reuse: bool) -> float:
     """This run's wall time; with --reuse, the stages' recorded wall times summed (reused stages took ~0 s now)."""
-    if not REUSE:
+    if not reuse:
         return round(elapsed, 1)
     return round(sum(v for r in rows for k, v in r.items() if k.endswith("_wall_s")), 1)
 
@@ -251,16 +248,15 @@ def flag_reward_hacking(rows: list[dict], reward: str = "chrf") -> None:
     other = "test_chrf" if reward == "bleu" else "test_bleu"
     bc = rows[0]
     for r in rows[1:]:
-        up = r.get("valid_reward") is not None and r.get("start_valid_reward") is not None and \
-            r["valid_reward"] > r["start_valid_reward"]
         r["other_change_vs_bc"] = r[other] - bc[other]
-        r["reward_hacking"] = bool(up and r["other_change_vs_bc"] < -HACKING_DROP)
+        r["reward_hacking"] = is_reward_hacking(r.get("start_valid_reward"), r.get("valid_reward"), bc[other], r[other],
+                                                HACKING_DROP)
 
 
 def _reach(row: dict, target: float) -> int | None:
     """Smallest N at which ``row``'s best-of-N reaches ``target``: at any N from every sample's
     reward when the row kept them, else at the curve's grid points."""
-    from rest.evaluate import smallest_n_reaching
+    from rest.steps.evaluate import smallest_n_reaching
 
     if row.get("best_of_n_rewards"):
         return smallest_n_reaching(row["best_of_n_rewards"], target)
@@ -273,7 +269,7 @@ def best_of_n_summary(rows: list[dict], final_path: str, resamples: int = 1000, 
     ReST reaches BC's best-of-max, with a paired bootstrap interval over test sentences."""
     import numpy as np
 
-    from rest.evaluate import best_of_table, smallest_n_reaching
+    from rest.steps.evaluate import best_of_table, smallest_n_reaching
 
     bc = rows[0].get("best_of_n") or {}
     rest_row = next((r for r in rows if r.get("path") == final_path and r.get("best_of_n")), None)

@@ -20,7 +20,7 @@ In each case, from the same base and the same Grow samples:
    when validation chrF falls (``--on-reward-hacking``);
 3. one references-only control per ReST arm: the base continued on the visible references
    for exactly that arm's optimizer steps, with as many validation checks, the same
-   checkpoint metric and the same guard (``rest.finetune.control(guard=True)``).
+   checkpoint metric and the same guard (``rest.steps.finetune.control(guard=True)``).
 
 Both ReST runs keep the same shares at each Improve step (``--keep 0.5,0.25``: the thresholds
 are the matching quantiles of each run's own scores), so neither gets more data. Reported:
@@ -89,7 +89,7 @@ def _write_tsv(path: str, rows: list[dict], with_target: bool = True) -> str:
 
 def _bundled(split: str) -> list[dict]:
     from rest.config import DataConfig
-    from rest.data import load_pairs
+    from rest.steps.data import load_pairs
 
     return load_pairs(os.path.join(DATA_DIR, f"{split}.tsv"), DataConfig())
 
@@ -123,7 +123,7 @@ def domain_case_data(work: str, quick: bool) -> dict:
 
 def _quantile_thresholds(scored_dir: str, keep: list[float], only_parallel: bool = False) -> list[float]:
     """Thresholds that keep the given shares of a scored set (rising: the shares fall)."""
-    from rest.io import read_jsonl
+    from rest.services.files import read_jsonl
 
     rewards = sorted(r["reward"] for r in read_jsonl(os.path.join(scored_dir, "data.jsonl"))
                      if not (only_parallel and r.get("reference") is None))
@@ -139,7 +139,7 @@ def _quantile_thresholds(scored_dir: str, keep: list[float], only_parallel: bool
 
 def _parallel_only(grown_dir: str, out_dir: str) -> str:
     """The grown rows that have a reference (the reference-based reward cannot score the rest)."""
-    from rest.io import read_json, read_jsonl, write_json, write_jsonl
+    from rest.services.files import read_json, read_jsonl, write_json, write_jsonl
 
     n = write_jsonl(os.path.join(out_dir, "data.jsonl"),
                     (r for r in read_jsonl(os.path.join(grown_dir, "data.jsonl")) if r.get("reference") is not None))
@@ -149,17 +149,18 @@ def _parallel_only(grown_dir: str, out_dir: str) -> str:
 
 def run_case(name: str, data_files: dict, base: str | None, args, out: str) -> dict:
     """One case: base, control, ReST with chrF, ReST with the learned reward; returns its result."""
-    from rest.bootstrap import bootstrap
+    from rest.steps.bootstrap import bootstrap
     from rest.config import BootstrapConfig, EvaluateConfig, FilterConfig, load_config
-    from rest.data import prepare
-    from rest.evaluate import evaluate
-    from rest.filter import filter_scored
-    from rest.finetune import RewardSpec, control, improve
+    from rest.steps.data import prepare
+    from rest.steps.evaluate import evaluate
+    from rest.steps.filter import filter_scored
+    from rest.rewards.spec import RewardSpec
+    from rest.steps.finetune import control, improve
     from rest.stats import resample_corpus
-    from rest.io import read_jsonl
-    from rest.reward_model import train_reward_model
-    from rest.sample import grow
-    from rest.score import score
+    from rest.services.files import read_jsonl
+    from rest.rewards.learned import train_reward_model
+    from rest.steps.sample import grow
+    from rest.steps.score import score
 
     work = os.path.join(out, name)
     reuse = args.reuse
@@ -215,7 +216,7 @@ def run_case(name: str, data_files: dict, base: str | None, args, out: str) -> d
         eval_dirs[label] = os.path.join(work, f"eval-{key}")
         m = staged(row, "evaluate", os.path.join(work, f"bench-eval-{key}.json"),
                    lambda: evaluate(policy_dir, data.test, eval_cfg, eval_dirs[label],
-                                    reward="reward_model", reward_model_path=rm_dir, true_metric="chrf"), reuse)
+                                    reward=RewardSpec("reward_model", rm_dir, true_metric="chrf")), reuse)
         row.update(policy=label, path=policy_dir, test_bleu=m["test_bleu"], test_chrf=m["test_chrf"],
                    test_learned_reward=m["test_reward"], test_true_reward=m["test_true"])
         rows.append(row)

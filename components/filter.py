@@ -5,21 +5,26 @@ from ._image import COMPONENT
 
 
 @dsl.component(**COMPONENT)
-def filter_op(config: dict, grow_step: int, improve_step: int, scored: Input[Dataset], filtered: Output[Dataset]):
-    """Keep the candidates whose reward passes Improve step ``improve_step``'s threshold."""
+def filter_op(config: dict, grow_step: int, improve_step: int, scored: Input[Dataset], filtered: Output[Dataset],
+              previous: Input[Dataset] = None):
+    """Keep the candidates whose reward passes Improve step ``improve_step``'s threshold.
+
+    ``previous`` (filter.accumulate, ReST-EM): the previous Grow step's kept set, merged in.
+    """
     import json
     import os
     import time
 
     from rest.config import FilterConfig, section_from_dict
-    from rest.filter import effective_threshold, filter_scored
-    from rest.io import read_json, read_jsonl
-    from rest.runtime import step
-    from rest.tracking import reward_histogram
+    from rest.steps.filter import effective_threshold, filter_scored
+    from rest.services.files import read_json, read_jsonl
+    from rest_kfp.runtime import step
+    from rest.services.tracking import reward_histogram
 
     cfg = section_from_dict(FilterConfig, config, "filter")
     with step("filter", g=grow_step, i=improve_step) as s:
-        stats = filter_scored(scored.path, cfg, improve_step, filtered.path)
+        stats = filter_scored(scored.path, cfg, improve_step, filtered.path,
+                              previous_dir=previous.path if previous is not None else None)
         filtered.metadata.update({k: stats[k] for k in ("threshold", "threshold_used", "kept", "total",
                                                         "kept_fraction", "mean_reward_kept", "mean_reward_all")})
         s.metric(**{k: stats[k] for k in ("threshold_used", "kept", "kept_fraction", "mean_reward_kept",

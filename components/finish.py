@@ -11,6 +11,6 @@ def finish_op(status: dsl.PipelineTaskFinalStatus):
     SUCCEEDED ends the parent run FINISHED, FAILED ends it FAILED, CANCELLED ends it KILLED.
     A run handed in as ``MLFLOW_RUN_ID`` is left to whoever created it.
     """
-    from rest.runtime import finish_pipeline
+    from rest_kfp.runtime import finish_pipeline
 
     finish_pipeline(status.state, status.error_message)

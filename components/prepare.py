@@ -12,8 +12,8 @@ def prepare_op(config: dict, train: str, valid: str, test: str, data: Output[Dat
     from dataclasses import replace
 
     from rest.config import DataConfig, section_from_dict
-    from rest.data import prepare
-    from rest.runtime import step
+    from rest.steps.data import prepare
+    from rest_kfp.runtime import step
 
     data_cfg = replace(section_from_dict(DataConfig, config, "data"), train=train, valid=valid, test=test)
     with step("prepare") as s:

@@ -14,10 +14,11 @@ def register_op(model_name: str, metric: str, policy: Input[Model], data: Input[
     import json
     import os
 
-    from rest.data import read_rows
-    from rest.policy import policy_info
-    from rest.registry import promote, register_policy
-    from rest.runtime import pipeline_run, step
+    from rest.steps.data import PreparedData
+    from rest.steps.data import read_rows
+    from rest.model.policy import policy_info
+    from rest.services.registry import promote, register_policy
+    from rest_kfp.runtime import pipeline_run, step
 
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     with step("register") as s:
@@ -27,9 +28,9 @@ def register_op(model_name: str, metric: str, policy: Input[Model], data: Input[
         info = policy_info(policy.path)
         tags = {"rest.pipeline_run": pipeline_run(), "rest.g": info.get("grow_step"), "rest.i": info.get("improve_step"),
                 "rest.threshold": info.get("threshold"), "rest.policy_sha256": policy.metadata.get("sha256", ""),
-                **{f"rest.data.{k}": v for k, v in data.metadata.items() if k.endswith("sha256")}}
+                **{f"rest.steps.data.{k}": v for k, v in data.metadata.items() if k.endswith("sha256")}}
         version = register_policy(policy.path, model_name, uri, tags=tags)
-        result = promote(model_name, version, read_rows(os.path.join(data.path, "test.jsonl")), uri, metric=metric)
+        result = promote(model_name, version, read_rows(PreparedData.at(data.path).test), uri, metric=metric)
         for k, v in result.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 decision.log_metric(k, v)

@@ -10,8 +10,8 @@ def train_reward_model_op(config: dict, scored: Input[Dataset], policy: Input[Mo
     import os
 
     from rest.config import RewardModelConfig, section_from_dict
-    from rest.reward_model import train_reward_model
-    from rest.runtime import step
+    from rest.rewards.learned import train_reward_model
+    from rest_kfp.runtime import step
 
     cfg = section_from_dict(RewardModelConfig, config, "reward_model")
     with step("reward_model") as s:
@@ -26,6 +26,7 @@ def train_reward_model_op(config: dict, scored: Input[Dataset], policy: Input[Mo
                  selection_kendall_tau=stats["selection_kendall_tau"],
                  train_pairs=stats["train_pairs"], valid_pairs=stats["valid_pairs"], test_pairs=stats["test_pairs"],
                  train_pairs_per_s=stats["train_pairs_per_s"])
+        s.device(stats, reward_model)
         s.curve("selection_kendall_tau", [(h["epoch"], h["kendall_tau"]) for h in stats["history"]
                                           if h["kendall_tau"] is not None])
         s.curve("train_mse", [(h["epoch"], h["train_mse"]) for h in stats["history"]])

@@ -10,9 +10,9 @@ def score_op(config: dict, grow_step: int, grown: Input[Dataset], scored: Output
     """Score every candidate of the grown set once with the reward (a learned one when ``reward_model`` is given)."""
     import os
 
-    from rest.io import read_json
-    from rest.runtime import score_config, step
-    from rest.score import score
+    from rest.services.files import read_json
+    from rest_kfp.runtime import score_config, step
+    from rest.steps.score import score
 
     cfg = score_config(config, reward_model)
     with step("score", g=grow_step) as s:
@@ -23,4 +23,5 @@ def score_op(config: dict, grow_step: int, grown: Input[Dataset], scored: Output
         if os.path.isfile(grown_stats):
             scored.metadata["sample_wall_s"] = read_json(grown_stats).get("wall_s")
         s.metric(mean_reward=stats["mean_reward"], std_reward=stats["std_reward"], scored_rows=stats["rows"])
+        s.device(stats, scored)
         s.publish(scored.path, "scored", scored)

@@ -12,9 +12,9 @@ def summarize_op(config: dict, report: Input[Artifact], summary: Output[Artifact
     import os
     import shutil
 
-    from rest.runtime import step
-    from rest.summary import write_summary
-    from rest.tracking import curves_plot
+    from rest_kfp.runtime import step
+    from rest.steps.summary import write_summary
+    from rest.services.tracking import curves_plot
 
     with step("summarize") as s:
         result = write_summary(report.path, summary.path, config, started=s.started)

@@ -10,11 +10,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from rest.model.device import COMPUTE_TYPES, DEVICE_HELP, PRECISIONS, check_processes
+from rest.model.device import check_setting as _device_problem
 
 # Where the project keeps its bundled data and the BC policy its bootstrap command built.
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +39,23 @@ def _check(ok: bool, where: str, message: str) -> None:
         raise ConfigError(f"{where}: {message}")
 
 
+def _check_device(value: str, where: str) -> None:
+    """A device setting's spelling (whether this machine has that device is `validate`'s and the step's check)."""
+    problem = _device_problem(value, where)
+    _check(problem is None, where, problem or "")
+
+
+def _check_compute_type(value: str, where: str) -> None:
+    _check(value in COMPUTE_TYPES, where, f"is {value!r}; use one of {', '.join(COMPUTE_TYPES)}")
+
+
+_COMPUTE_TYPE_HELP = ("CTranslate2 compute type (backend=ctranslate2): default (the converted float32 weights, the "
+                      "same numbers as the torch model), auto (the fastest the device supports), float16, bfloat16 or "
+                      "int8_float16 on a GPU, int8 or int8_float32 on the CPU, float32.")
+
+
 OVERLONG_ACTIONS = ("skip", "error")
+LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")  # de, en, pt-BR, deu_Latn
 MAX_NUM_SAMPLES = 1024        # the paper samples 25-100; more is a typo or days of CPU
 MAX_LENGTH_RATIO = 10.0       # a translation 10x its source's tokens is runaway generation
 
@@ -79,9 +99,44 @@ class DataConfig:
         "column count, bad encoding, empty text) are always errors. Training likewise skips pairs over "
         "the model's maximum length in tokens, and generation truncates such sources."))
     seed: int = field(default=13, metadata=_help("Seed for the splits and the Grow subset."))
+    grow: str = field(default="", metadata=_help(
+        "Grow pool: pairs (TSV/JSONL, same columns) whose sources Grow samples for instead of a subset of train; "
+        "their targets are what the reward checks against (e.g. final answers only, with worked solutions in "
+        "train). The references-only control then continues on train. Empty: `grow_sources` rows of train."))
+    hard_test: str = field(default="", metadata=_help(
+        "A second held-out test file, e.g. problems harder than any training example (easy-to-hard "
+        "generalisation); every evaluation also reports it (hard_reward, hard_accuracy). Empty: none."))
+    source_lang: str = field(default="", metadata=_help(
+        "Language of the sources, an ISO 639-1 code (de), said once for every family: mapped to NLLB's "
+        "deu_Latn, mBART-50's de_DE, M2M100's de, T5's task prefix. Empty: source_column's name when it is "
+        "such a code (the bundled data: de), else the policy's own setting. See docs/models.md."))
+    target_lang: str = field(default="", metadata=_help(
+        "Language of the translations, an ISO 639-1 code (en): for a multilingual policy (NLLB, M2M100, "
+        "mBART-50) its code is the forced first generated token; a multi-target Marian reads it as >>xx<<; "
+        "T5 names it in the prefix. Empty: target_column's name when it is such a code, else the policy's own."))
+    source_lang_code: str = field(default="", metadata=_help(
+        "The policy's own code for the source language (deu_Latn, de_DE, de), when the ISO mapping picks the "
+        "wrong one (e.g. a script variant); overrides source_lang."))
+    target_lang_code: str = field(default="", metadata=_help(
+        "The policy's own code for the target language (eng_Latn, en_XX, en, or a Marian >>fra<< token); "
+        "overrides target_lang."))
+    source_prefix: str = field(default="", metadata=_help(
+        "Text put before every source, e.g. 'translate German to English: ' for T5. Empty: the family's default "
+        "(T5: its task_specific_params prefix for the pair, else one built from the language names; a "
+        "multi-target Marian: the >>xx<< token; others: none). 'none': no prefix at all."))
 
     def __post_init__(self):
         where = "data"
+        for name in ("source_lang", "target_lang"):
+            v = getattr(self, name)
+            _check(not v or LANGUAGE_CODE.match(v) is not None, f"{where}.{name}",
+                   f"is {v!r}; use an ISO 639-1 code such as de or en (or the policy's own code in {name}_code)")
+        for name in ("source_lang_code", "target_lang_code"):
+            v = getattr(self, name)
+            _check(v == v.strip() and not any(c.isspace() for c in v), f"{where}.{name}",
+                   f"is {v!r}; a language code has no spaces, e.g. deu_Latn, de_DE or de")
+        _check("\n" not in self.source_prefix, f"{where}.source_prefix",
+               "holds a line break; give the prefix on one line, e.g. 'translate German to English: '")
         _check(bool(self.train), f"{where}.train", "is empty; give a TSV/JSONL path or s3:// URI")
         _check(self.source_column != self.target_column, f"{where}.source_column",
                f"equals target_column ({self.target_column!r}); name two different columns")
@@ -119,9 +174,43 @@ class BootstrapConfig:
     trust_remote_code: bool = field(default=False, metadata=_help(
         "Let a model directory run its own Python code. Off: only safetensors weights of known architectures load."))
     seed: int = field(default=13, metadata=_help("Seed for initialisation and batching."))
+    architecture: str = field(default="seq2seq", metadata=_help(
+        "A from-scratch policy's kind: seq2seq (a tiny pre-LN mBART-style encoder-decoder) or causal (a tiny "
+        "Llama-style decoder-only LM with rotary positions, reading a prompt and writing the completion)."))
+    tokenizer: str = field(default="bpe", metadata=_help(
+        "A from-scratch policy's tokenizer: bpe (joint BPE of vocab_size tokens) or char (one token per character "
+        "seen in the training data; for small alphabets such as the arithmetic task)."))
+    prompt: str = field(default="auto", metadata=_help(
+        "Causal policies: how a source becomes the prompt, recorded in the policy's lineage (rest_policy.json) so "
+        "every later step uses it: auto (the tokenizer's chat template when it has one, else translation; a "
+        "policy that recorded one keeps it), translation (an instruction, the source, then 'Translation:'), chat "
+        "(that instruction as a user message through the tokenizer's chat template), source (the source itself, "
+        "e.g. '347+85='), or your own template holding {source}. Seq2seq policies ignore it."))
+    max_positions: int = field(default=256, metadata=_help(
+        "Longest sequence of a from-scratch causal policy (prompt + completion, in tokens)."))
+    threads: int = field(default=0, metadata=_help("torch CPU threads of the bootstrap training (0 = all cores)."))
+    valid_max_length_ratio: float = field(default=2.0, metadata=_help(
+        "Validation checks stop an output at this many times its source's token count (plus 10)."))
+    valid_backend: str = field(default="hf", metadata=_help(
+        "Generation engine of the validation checks while training from scratch: hf or ctranslate2 (faster on "
+        "CPU; models it cannot convert fall back to hf)."))
+    device: str = field(default="auto", metadata=_help(
+        DEVICE_HELP + " Training from scratch on a GPU uses bf16 autocast where the GPU has it (else fp16)."))
 
     def __post_init__(self):
         w = "bootstrap"
+        _check(self.architecture in ("seq2seq", "causal"), f"{w}.architecture",
+               f"is {self.architecture!r}; use seq2seq or causal")
+        _check(self.tokenizer in ("bpe", "char"), f"{w}.tokenizer", f"is {self.tokenizer!r}; use bpe or char")
+        _check(self.prompt in ("auto", "translation", "chat", "source") or "{source}" in self.prompt,
+               f"{w}.prompt", f"is {self.prompt!r}; use auto, translation, chat, source or a template holding {{source}}")
+        _check(self.max_positions >= 16, f"{w}.max_positions", "must be >= 16")
+        _check(self.valid_backend in ("hf", "ctranslate2"), f"{w}.valid_backend",
+               f"is {self.valid_backend!r}; use hf or ctranslate2")
+        _check(0 < self.valid_max_length_ratio <= MAX_LENGTH_RATIO, f"{w}.valid_max_length_ratio",
+               f"must be > 0 and at most {MAX_LENGTH_RATIO:g}, e.g. 2.0")
+        _check(self.threads >= 0, f"{w}.threads", "must be >= 0 (0 = all cores)")
+        _check_device(self.device, f"{w}.device")
         _check(self.vocab_size >= 100, f"{w}.vocab_size", "must be >= 100")
         _check(self.d_model % self.heads == 0 if self.heads > 0 else False, f"{w}.heads",
                f"must be > 0 and divide d_model ({self.d_model})")
@@ -156,9 +245,13 @@ class SampleConfig:
         "Generation engine: hf (Hugging Face generate(), the reference) or ctranslate2 (the same weights "
         "converted in memory and run by CTranslate2: several times faster on CPU, same sample quality; "
         "models it cannot convert fall back to hf). See BENCHMARKS.md."))
+    device: str = field(default="auto", metadata=_help(DEVICE_HELP + " Both backends run there."))
+    compute_type: str = field(default="default", metadata=_help(_COMPUTE_TYPE_HELP))
 
     def __post_init__(self):
         w = "sample"
+        _check_device(self.device, f"{w}.device")
+        _check_compute_type(self.compute_type, f"{w}.compute_type")
         _check(self.num_samples >= 1, f"{w}.num_samples", f"is {self.num_samples}; sample at least 1 candidate")
         _check(self.num_samples <= MAX_NUM_SAMPLES, f"{w}.num_samples",
                f"is {self.num_samples}, over the cap of {MAX_NUM_SAMPLES}; the paper samples 25-100 per source "
@@ -192,17 +285,32 @@ class ScoreConfig:
     true_metric: str = field(default="chrf", metadata=_help(
         "Reference-based metric (chrf or bleu) every validation and evaluation also reports beside the "
         "training reward: when the reward rises while this falls, the step is flagged as reward hacking "
-        "(see loop.on_reward_hacking)."))
+        "(see loop.on_reward_hacking). none: no separate metric (a verifiable reward is the truth itself)."))
     batch_size: int = field(default=256, metadata=_help("Candidates scored per call."))
+    numeric_rel_tol: float = field(default=1e-6, metadata=_help(
+        "reward=numeric: relative tolerance between the candidate's final number and the reference's."))
+    regex_pattern: str = field(default="", metadata=_help(
+        "reward=regex: the pattern a whole candidate must match ({reference} and {source} stand for the escaped "
+        "texts). Empty: the reference is the pattern."))
+    case_sensitive: bool = field(default=False, metadata=_help("reward=exact_match: compare case-sensitively."))
+    sandbox_wall_seconds: float = field(default=10.0, metadata=_help(
+        "reward=python_tests: wall-clock limit of one candidate's run in the sandbox (its tests included)."))
+    device: str = field(default="auto", metadata=_help(
+        DEVICE_HELP + " Used by a learned reward (reward=reward_model); metric rewards run on the CPU."))
 
     def __post_init__(self):
         w = "score"
-        _check(bool(self.reward), f"{w}.reward", "is empty; use chrf, bleu, reward_model or module:function")
+        _check_device(self.device, f"{w}.device")
+        _check(bool(self.reward), f"{w}.reward", "is empty; use chrf, bleu, reward_model, a verifiable reward "
+               "(exact_match, numeric, regex, python_tests, arithmetic) or module:function")
+        _check(self.numeric_rel_tol >= 0, f"{w}.numeric_rel_tol", "must be >= 0, e.g. 1e-6")
+        _check(self.sandbox_wall_seconds > 0, f"{w}.sandbox_wall_seconds", "must be > 0 seconds, e.g. 10")
         if ":" in self.reward:
             _check(self.allow_code_reward, f"{w}.reward",
                    f"{self.reward!r} is a dotted path: it runs code, so set score.allow_code_reward=true to allow it")
-        _check(self.true_metric in ("chrf", "bleu"), f"{w}.true_metric",
-               f"is {self.true_metric!r}; use chrf or bleu (a reference-based metric)")
+        _check(self.true_metric in ("chrf", "bleu", "none") or self.true_metric == self.reward, f"{w}.true_metric",
+               f"is {self.true_metric!r}; use chrf or bleu (a reference-based metric), or none (no separate metric, "
+               "no reward-hacking guard: e.g. for a verifiable reward, which is itself the truth)")
         _check(self.batch_size >= 1, f"{w}.batch_size", "must be >= 1")
 
 
@@ -225,6 +333,11 @@ class FilterConfig:
         "Keep at most this many best candidates per source (0 = no cap; ReST-EM uses 10)."))
     keep_references: bool = field(default=True, metadata=_help(
         "References go through the same filter as samples (they score 1.0 under a reference-based reward)."))
+    dedupe: bool = field(default=False, metadata=_help(
+        "Keep each distinct candidate of a source once (ReST-EM: a correct solution sampled twice is one example)."))
+    accumulate: bool = field(default=False, metadata=_help(
+        "Each Grow step's kept set also holds the previous Grow step's (same Improve step), deduplicated and capped "
+        "by max_per_source, newest first: ReST-EM's Improve trains on the union of what every iteration verified."))
 
     def __post_init__(self):
         w = "filter"
@@ -265,13 +378,60 @@ class FinetuneConfig:
         "Optimizer steps between resumable checkpoints (a killed step resumes from the last one)."))
     threads: int = field(default=0, metadata=_help("torch CPU threads (0 = all cores)."))
     seed: int = field(default=13, metadata=_help("Seed for batching and dropout."))
+    max_steps: int = field(default=0, metadata=_help(
+        "Optimizer steps per Improve step (0 = `epochs` passes over the filtered set): a fixed budget per "
+        "iteration however large the kept set grows."))
+    from_base: bool = field(default=False, metadata=_help(
+        "Each Improve step fine-tunes the BC (base) policy afresh instead of continuing from the previous one "
+        "(ReST-EM); Grow still samples with the latest policy. The lineage's optimizer_steps_since_bc then "
+        "counts every Improve step's steps, so the control gets as many as all iterations took together."))
+    include_train: bool = field(default=False, metadata=_help(
+        "Also train on the BC training pairs (the train split) beside the filtered set: ReST-EM's recipe trains "
+        "on the worked solutions plus the verified samples."))
+    valid_max_length_ratio: float = field(default=2.0, metadata=_help(
+        "Validation checks stop an output at this many times its source's token count (plus 10); worked "
+        "solutions run longer than their problem (the arithmetic preset uses 4)."))
+    lora_r: int = field(default=0, metadata=_help(
+        "LoRA rank (peft): train low-rank adapters instead of all weights, then merge them into the saved policy "
+        "(recorded in its lineage); 0 = full fine-tuning."))
+    lora_alpha: int = field(default=16, metadata=_help("LoRA scaling numerator (the update is scaled by alpha/r)."))
+    lora_dropout: float = field(default=0.0, metadata=_help("Dropout on the LoRA adapters' input."))
+    lora_target_modules: str = field(default="all-linear", metadata=_help(
+        "Modules that get adapters: all-linear (every linear layer but the output head) or comma-separated "
+        "module names, e.g. q_proj,v_proj."))
     valid_backend: str = field(default="ctranslate2", metadata=_help(
         "Generation engine of the greedy validation checks: ctranslate2 (the same weights converted in "
         "memory: identical greedy output on the shipped policy, about 2x faster on CPU) or hf (Hugging Face "
         "generate(), the reference). Models CTranslate2 cannot convert fall back to hf."))
+    device: str = field(default="auto", metadata=_help(DEVICE_HELP + " The control trains there too."))
+    precision: str = field(default="auto", metadata=_help(
+        "Mixed precision of training: auto (bf16 autocast on a GPU that has bf16, else fp16 with loss scaling; "
+        "fp32 on the CPU), fp32, bf16, or fp16 (GPU only). Weights and optimizer state stay fp32."))
+    processes: str = field(default="auto", metadata=_help(
+        "Data-parallel training processes (torch DDP), one per device, with the same global batch (batch_tokens) "
+        "whatever their number: auto (one per visible GPU, i.e. the step's accelerator_count in the cluster "
+        "config, when it computes on the GPU; 1 on the CPU) or a number (on the CPU: gloo processes sharing the cores)."))
 
     def __post_init__(self):
         w = "finetune"
+        _check(self.max_steps >= 0, f"{w}.max_steps", "must be >= 0 (0 = run `epochs`)")
+        _check(0 < self.valid_max_length_ratio <= MAX_LENGTH_RATIO, f"{w}.valid_max_length_ratio",
+               f"must be > 0 and at most {MAX_LENGTH_RATIO:g}, e.g. 2.0")
+        _check(self.lora_r >= 0, f"{w}.lora_r", "must be >= 0 (0 = full fine-tuning; 8-64 is usual)")
+        _check(self.lora_alpha >= 1, f"{w}.lora_alpha", "must be >= 1, e.g. 16")
+        _check(0.0 <= self.lora_dropout < 1.0, f"{w}.lora_dropout", "must be in [0, 1)")
+        _check(bool(self.lora_target_modules.strip()), f"{w}.lora_target_modules",
+               "is empty; use all-linear or module names such as q_proj,v_proj")
+        _check_device(self.device, f"{w}.device")
+        _check(self.precision in PRECISIONS, f"{w}.precision",
+               f"is {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        problem = check_processes(self.processes)
+        _check(problem is None, f"{w}.processes", problem or "")
+        _check(not (":" in self.device and self.processes not in ("auto", "1")), f"{w}.processes",
+               f"is {self.processes} but device {self.device} names one GPU; use device cuda (or auto) to train "
+               f"on {self.processes} GPUs, or processes 1")
+        _check(not (self.device == "cpu" and self.precision == "fp16"), f"{w}.precision",
+               "is fp16 but device is cpu; fp16 training needs a GPU (use fp32 or bf16)")
         _check(self.valid_backend in ("hf", "ctranslate2"), f"{w}.valid_backend",
                f"is {self.valid_backend!r}; use hf or ctranslate2")
         _check(self.learning_rate > 0, f"{w}.learning_rate", "must be > 0, e.g. 5e-4")
@@ -302,13 +462,24 @@ class EvaluateConfig:
         "Sampling temperature of best-of-N. Compare policies at the same value; a colder one also "
         "shows how much of a gain is only a sharper distribution."))
     batch_sentences: int = field(default=64, metadata=_help("Sentences per generate() call."))
+    max_length_ratio: float = field(default=2.0, metadata=_help(
+        "Stop an output at this many times its source's token count (plus 10); worked solutions run longer "
+        "than their problem (the arithmetic preset uses 4)."))
+    threads: int = field(default=0, metadata=_help("torch CPU threads (0 = all cores)."))
     backend: str = field(default="ctranslate2", metadata=_help(
         "Generation engine for the test translations: ctranslate2 (the same weights converted in memory; "
         "identical greedy output on the shipped policy, faster on CPU; models it cannot convert fall back "
         "to hf) or hf (Hugging Face generate(), the reference)."))
+    device: str = field(default="auto", metadata=_help(DEVICE_HELP + " Both backends run there."))
+    compute_type: str = field(default="default", metadata=_help(_COMPUTE_TYPE_HELP))
 
     def __post_init__(self):
         w = "evaluate"
+        _check(0 < self.max_length_ratio <= MAX_LENGTH_RATIO, f"{w}.max_length_ratio",
+               f"is {self.max_length_ratio}; must be > 0 and at most {MAX_LENGTH_RATIO:g}, e.g. 2.0")
+        _check(self.threads >= 0, f"{w}.threads", "must be >= 0 (0 = all cores)")
+        _check_device(self.device, f"{w}.device")
+        _check_compute_type(self.compute_type, f"{w}.compute_type")
         _check(self.backend in ("hf", "ctranslate2"), f"{w}.backend",
                f"is {self.backend!r}; use hf or ctranslate2 (needs `pip install ctranslate2`)")
         _check(self.decode in ("greedy", "beam"), f"{w}.decode", f"is {self.decode!r}; use greedy or beam")
@@ -372,9 +543,11 @@ class RewardModelConfig:
     max_pairs: int = field(default=0, metadata=_help("Use at most this many training pairs (0 = all)."))
     threads: int = field(default=0, metadata=_help("torch CPU threads (0 = all cores)."))
     seed: int = field(default=13, metadata=_help("Seed for the split, initialisation and batching."))
+    device: str = field(default="auto", metadata=_help(DEVICE_HELP))
 
     def __post_init__(self):
         w = "reward_model"
+        _check_device(self.device, f"{w}.device")
         _check(self.metric in ("chrf", "bleu"), f"{w}.metric", f"is {self.metric!r}; use chrf or bleu")
         _check(self.d_model % self.heads == 0 if self.heads > 0 else False, f"{w}.heads",
                f"must be > 0 and divide d_model ({self.d_model})")
@@ -431,7 +604,7 @@ class RunConfig:
         for key, value in overrides.items():
             section, _, name = key.partition(".")
             _check(section in raw and name in raw[section], key,
-                   f"unknown setting; see `python pipeline.py run-local --help`")
+                   "unknown setting; see `python pipeline.py run-local --help`")
             ftype = _field_types(STEP_CONFIGS[section])[name]
             raw[section][name] = parse_value(value, ftype, key) if isinstance(value, str) else value
         return RunConfig.from_dict(raw)
@@ -470,6 +643,9 @@ def _coerce(value, ftype, where):
     # KFP passes dict parameters through protobuf Struct, which turns every int into a float.
     if ftype is int and isinstance(value, float) and value.is_integer():
         return int(value)
+    # A setting that is a word or a number (finetune.processes: auto or 2) written as a YAML number.
+    if ftype is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     ok = isinstance(value, ftype) and not (ftype is int and isinstance(value, bool))
     _check(ok, where, f"must be {ftype.__name__}, got {value!r}")
     return value

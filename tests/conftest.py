@@ -23,6 +23,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_cluster)
         if "slow" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not _cuda_available():
+            item.add_marker(pytest.mark.skip(reason=f"needs a CUDA GPU: {_cuda_missing()}"))
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _cuda_missing() -> str:
+    """Why torch sees no GPU here, in the skip reason."""
+    import torch
+
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU build"
+    return f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no CUDA device"
 
 
 def write_tsv(path, rows, header=("id", "de", "en")):
@@ -59,7 +76,7 @@ def tiny_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_policy(tmp_path_factory):
     """A tiny (d=32) seq2seq policy with a trained tokenizer; untrained weights, saved with safetensors."""
-    from rest.policy import build_model, save_policy, train_tokenizer
+    from rest.model.policy import build_model, save_policy, train_tokenizer
 
     d = tmp_path_factory.mktemp("tiny_policy") / "policy"
     rows = bundled_rows("train", 500)

@@ -1,4 +1,4 @@
-"""A loopback stand-in for the few Kubernetes API reads ``rest.doctor`` makes.
+"""A loopback stand-in for the few Kubernetes API reads ``rest_kfp.doctor`` makes.
 
 ``objects`` maps API paths (``/api/v1/namespaces/NS``, ``.../secrets/NAME``,
 ``.../services/NAME``) to JSON objects; anything else answers 404 with a Status object,

@@ -93,7 +93,7 @@ class S3Server:
             self._server = None
 
     def env(self) -> dict[str, str]:
-        """Environment variables that point rest.storage and MLflow at this server."""
+        """Environment variables that point rest.services.storage and MLflow at this server."""
         return {
             "REST_S3_ENDPOINT": self.url,
             "MLFLOW_S3_ENDPOINT_URL": self.url,
@@ -103,7 +103,7 @@ class S3Server:
         }
 
     def settings(self, bucket: str = "rest", prefix: str = "runs", **kw):
-        from rest.storage import S3Settings
+        from rest.services.storage import S3Settings
 
         return S3Settings(endpoint=self.endpoint, access_key=self.access_key, secret_key=self.secret_key,
                           bucket=bucket, prefix=prefix, secure=False, **kw)

@@ -11,8 +11,9 @@ import sys
 import pytest
 
 from rest.config import DEFAULT_POLICY_DIR, FinetuneConfig
-from rest.finetune import RewardSpec, control
-from rest.io import write_jsonl
+from rest.rewards.spec import RewardSpec
+from rest.steps.finetune import control
+from rest.services.files import write_jsonl
 from rest.stats import holm, resample_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,7 +37,7 @@ HACK = dict(reward="hacking_rewards:repetition", allow_code_reward=True, true_me
 def repetitive_references(tmp_path_factory, tiny_data):
     """"References" that are one word repeated: training on them raises the repetition reward, lowers chrF."""
     from rest.config import DataConfig
-    from rest.data import load_pairs
+    from rest.steps.data import load_pairs
 
     d = tmp_path_factory.mktemp("ctrl")
     rows = load_pairs(tiny_data["train"], DataConfig())[:96]

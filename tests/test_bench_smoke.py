@@ -18,7 +18,7 @@ SOURCES = ["Was ist Access2Base?", "Die bereitgestellten Makros enthalten:", "Kl
 
 @pytest.fixture(scope="module")
 def policy(tiny_policy):
-    from rest.policy import load_policy
+    from rest.model.policy import load_policy
 
     return load_policy(tiny_policy)
 
@@ -26,7 +26,7 @@ def policy(tiny_policy):
 @pytest.fixture(scope="module")
 def shipped():
     """The shipped BC policy: it translates, so outputs differ by source and order can be checked."""
-    from rest.policy import load_policy
+    from rest.model.policy import load_policy
 
     return load_policy(os.path.join(ROOT, "models", "bc-libreoffice-de-en"))
 
@@ -43,8 +43,8 @@ def test_ctranslate2_greedy_matches_hf(shipped):
     """Same weights, same decoding rule: greedy outputs agree (the conversion is exact in float32).
     On the shipped BC, whose outputs are real sentences (an untrained policy's are empty);
     tests/test_ctranslate2.py checks 200 sentences and the token log-probabilities."""
-    from rest import fast_generate
-    from rest.policy import generate
+    from rest.model import backends as fast_generate
+    from rest.model.policy import generate
 
     model, tok = shipped
     hf = generate(model, tok, SOURCES, mode="greedy", max_length_ratio=1.0)
@@ -54,8 +54,8 @@ def test_ctranslate2_greedy_matches_hf(shipped):
 
 
 def test_ctranslate2_sampling_shape_order_and_seed(policy, shipped):
-    from rest import fast_generate
-    from rest.rewards import chrf_reward
+    from rest.model import backends as fast_generate
+    from rest.rewards.metrics import chrf_reward
 
     model, tok = policy
     kw = dict(mode="sample", num_return=3, temperature=0.8, max_length_ratio=0.5)
@@ -81,7 +81,7 @@ def test_ctranslate2_sampling_shape_order_and_seed(policy, shipped):
 def test_converted_model_is_reused_until_weights_change(policy):
     import torch
 
-    from rest import fast_generate
+    from rest.model import backends as fast_generate
 
     model, tok = policy
     t1 = fast_generate.translator_for(model, tok)
@@ -99,8 +99,8 @@ def test_converted_model_is_reused_until_weights_change(policy):
 
 
 def test_generate_with_names_backends():
-    from rest.fast_generate import generate_with
-    from rest.policy import generate
+    from rest.model.backends import generate_with
+    from rest.model.policy import generate
 
     assert generate_with("hf") is generate
     with pytest.raises(ValueError, match="hf, ctranslate2"):
@@ -122,7 +122,7 @@ def test_sampling_bench_tiny(tiny_policy, capsys):
 def test_sampling_bench_batched_baseline_keeps_order(shipped):
     """bench/sampling.py's plain batched HF baseline returns N samples per source, in input order."""
     import sampling
-    from rest.policy import generate
+    from rest.model.policy import generate
 
     model, tok = shipped
     out = sampling.batched_generate(model, tok, SOURCES, 2, 1e-4, 2.0, seed=0, batch_sequences=4)
@@ -140,7 +140,7 @@ def test_finetune_bench_tiny(tiny_policy):
     # Bucketing pads less than per-batch padding, which pads less than padding to the dataset's maximum.
     assert b["epoch_real_token_share"] > p["epoch_real_token_share"] > w["epoch_real_token_share"]
     assert 0 < w["real_token_share_of_padded"] <= p["real_token_share_of_padded"] <= 1  # same batches, more padding
-    # The collator's batches train the same loss as rest.train (checked inside the bench).
+    # The collator's batches train the same loss as rest.model.train (checked inside the bench).
     assert max(r["collator_loss_abs_diff_vs_train_nll"].values()) < 1e-4
     assert r["speedup_bucketed_vs_per_batch"] > 0 and r["speedup_bucketed_vs_dataset_max"] > 0
 
@@ -192,8 +192,8 @@ def test_quality_best_of_n_summary_finds_n_between_grid_points():
 
 def test_ctranslate2_sampling_accepts_large_seeds(tiny_policy):
     """Grow derives seeds far above 2**32 (seed × primes + offsets); the backend must take them."""
-    from rest import fast_generate
-    from rest.policy import load_policy
+    from rest.model import backends as fast_generate
+    from rest.model.policy import load_policy
 
     if not fast_generate.available():
         import pytest

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from rest.evaluate import best_of_table, expected_best_of, smallest_n_reaching
+from rest.steps.evaluate import best_of_table, expected_best_of, smallest_n_reaching
 
 
 def brute_force(rewards, m):
@@ -43,9 +43,9 @@ def test_smallest_n_reaching_searches_every_n():
 
 def test_best_of_n_reports_n_itself_and_is_order_free(tiny_policy):
     """best_of_n on a real (tiny) policy: the curve ends at N even when N is not a power of two."""
-    from rest.evaluate import best_of_n
-    from rest.policy import load_policy
-    from rest.rewards import get_reward
+    from rest.steps.evaluate import best_of_n
+    from rest.model.policy import load_policy
+    from rest.rewards.metrics import get_reward
 
     model, tok = load_policy(tiny_policy)
     rows = [{"source": "Hallo Welt", "target": "hello world"}, {"source": "Das Haus", "target": "the house"}]

@@ -2,10 +2,10 @@
 import argparse
 import os
 
-from rest.bootstrap import bootstrap
+from rest.steps.bootstrap import bootstrap
 from rest.config import BootstrapConfig, DataConfig
-from rest.data import prepare
-from rest.policy import load_policy, policy_info
+from rest.steps.data import prepare
+from rest.model.policy import load_policy, policy_info
 
 import pipeline
 

@@ -1,12 +1,12 @@
-"""rest.cluster: config validation, and what apply_cluster_settings puts into compiled YAML."""
+"""rest_kfp.cluster: config validation, and what apply_cluster_settings puts into compiled YAML."""
 # No `from __future__ import annotations`: kfp reads component annotations as real types.
 
 import pytest
 import yaml
 from kfp import compiler, dsl
 
-from rest import cluster
-from rest.cluster import ClusterConfig, apply_cluster_settings, load_cluster_config
+from rest_kfp import cluster
+from rest_kfp.cluster import ClusterConfig, apply_cluster_settings, load_cluster_config
 from rest.config import ConfigError
 
 SECRET_VALUES = ("s3cr3t-access-VALUE-9x", "s3cr3t-secret-VALUE-7y", "mlflow-pw-VALUE-3z")
@@ -29,8 +29,8 @@ def _compile(cfg: ClusterConfig, tmp_path) -> tuple[dict, dict, str]:
         apply_cluster_settings(a, "merge", cfg)
         b = _heavy(x=a.output).set_display_name("finetune")
         apply_cluster_settings(b, "finetune", cfg)
-        c = _light(x=b.output).set_display_name("promote")
-        apply_cluster_settings(c, "promote", cfg)
+        c = _light(x=b.output).set_display_name("register")
+        apply_cluster_settings(c, "register", cfg)
 
     path = tmp_path / "probe.yaml"
     compiler.Compiler().compile(probe, str(path))
@@ -72,7 +72,7 @@ def test_compiled_yaml_has_resources_secrets_scheduling_caching(tmp_path, monkey
 
     tasks = spec["root"]["dag"]["tasks"]
     names = {t["taskInfo"]["name"]: k for k, t in tasks.items()}
-    merge, finetune, promote = names["merge"], names["finetune"], names["promote"]
+    merge, finetune, register = names["merge"], names["finetune"], names["register"]
 
     # Resources: light defaults for merge, heavy defaults + GPU override for finetune.
     fin = _executor(spec, finetune)
@@ -91,10 +91,10 @@ def test_compiled_yaml_has_resources_secrets_scheduling_caching(tmp_path, monkey
     assert env["MLFLOW_TRACKING_URI"] == "http://rest-mlflow:5000"
     assert "AWS_SECRET_ACCESS_KEY" not in env and "AWS_ACCESS_KEY_ID" not in env
 
-    # Caching: merge turned off, finetune default on, promote always off.
+    # Caching: merge turned off, finetune default on, register always off.
     assert tasks[merge]["cachingOptions"].get("enableCache", False) is False
     assert tasks[finetune]["cachingOptions"]["enableCache"] is True
-    assert tasks[promote]["cachingOptions"].get("enableCache", False) is False
+    assert tasks[register]["cachingOptions"].get("enableCache", False) is False
 
     # Platform spec: secret references by name/key, node selector, tolerations, labels.
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]

@@ -11,10 +11,10 @@ import shutil
 import pytest
 
 import pipeline
-from rest import registry
-from rest.finetune import run_steps
-from rest.io import read_json
-from rest.policy import POLICY_INFO, policy_info
+from rest.services import registry
+from rest.steps.finetune import run_steps
+from rest.services.files import read_json
+from rest.model.policy import POLICY_INFO, policy_info
 from tests.servers import mlflow_server, s3_server  # noqa: F401  (fixtures)
 
 MODEL = "rest-lineage"

@@ -26,7 +26,7 @@ LOGPROB_TOL = 1e-4  # stated bound on max abs per-token log-probability differen
 
 @pytest.fixture(scope="module")
 def bc():
-    from rest.policy import load_policy
+    from rest.model.policy import load_policy
 
     if not os.path.isdir(BC):
         pytest.skip("shipped BC policy not present")
@@ -38,8 +38,8 @@ def bc():
 
 @pytest.fixture(scope="module")
 def greedy(bc):
-    from rest import fast_generate
-    from rest.policy import generate
+    from rest.model import backends as fast_generate
+    from rest.model.policy import generate
 
     model, tok, rows = bc
     src = [r["de"] for r in rows]
@@ -68,7 +68,7 @@ def _torch_logprobs(model, tok, sources: list[str], target_ids: list[list[int]])
     One right-padded batch: the decoder is causal, so padding after a target cannot change
     the log-probabilities of its real tokens (the padded positions are dropped).
     """
-    from rest.policy import decoder_start_id
+    from rest.model.policy import decoder_start_id
 
     labels = [t + [tok.eos_token_id] for t in target_ids]
     width = max(len(x) for x in labels)
@@ -85,7 +85,7 @@ def _torch_logprobs(model, tok, sources: list[str], target_ids: list[list[int]])
 @pytest.mark.parametrize("which", ["greedy", "reference"])
 def test_score_batch_matches_torch_logprobs(bc, greedy, which):
     """CTranslate2 ``score_batch`` of the same tokens agrees with torch's log-softmax within LOGPROB_TOL."""
-    from rest import fast_generate
+    from rest.model import backends as fast_generate
 
     model, tok, rows = bc
     src = [r["de"] for r in rows]

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from rest.config import DataConfig
-from rest.data import DataError, load_pairs, prepare
-from rest.io import read_jsonl
+from rest.steps.data import DataError, load_pairs, prepare
+from rest.services.files import read_jsonl
 from tests.conftest import write_tsv
 
 
@@ -77,7 +77,7 @@ def test_overlong_rows_are_skipped_counted_and_reported(tmp_path, caplog):
     train = write_tsv(tmp_path / "train.tsv", rows)
     valid = write_tsv(tmp_path / "valid.tsv", [("v1", "Hallo", "Hello"), ("v2", LONG, "long")])
     test = write_tsv(tmp_path / "test.tsv", [("t1", "Welt", "World")])
-    with caplog.at_level("WARNING", logger="rest.data"):
+    with caplog.at_level("WARNING", logger="rest.steps.data"):
         out = prepare(cfg(train=train, valid=valid, test=test), str(tmp_path / "out"))
     train_ids = {r["id"] for r in read_jsonl(out.train)}
     assert len(train_ids) == 38 and not {"r5", "r9"} & train_ids
@@ -119,7 +119,7 @@ def test_malformed_rows_stay_errors_when_skipping(tmp_path):
 def test_gigantic_line_is_never_read_whole(tmp_path):
     import tracemalloc
 
-    from rest.data import line_byte_cap
+    from rest.steps.data import line_byte_cap
 
     cap = line_byte_cap(cfg())
     p = tmp_path / "d.tsv"

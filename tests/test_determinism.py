@@ -13,10 +13,12 @@ import os
 import pytest
 
 from rest.config import EvaluateConfig, FilterConfig, FinetuneConfig, SampleConfig, ScoreConfig
-from rest.io import read_json, sha256_path, write_jsonl
+from rest.services.files import read_json, sha256_path, write_jsonl
 from tests.conftest import bundled_rows
 
-VOLATILE = {"wall_s", "candidates_per_s", "tokens_per_s", "eval_wall_s", "reused_chunks"}
+VOLATILE = {"wall_s", "candidates_per_s", "tokens_per_s", "eval_wall_s", "reused_chunks",
+            # Per-step device figures (rest.model.device.Meter): memory and rates vary run to run.
+            "peak_memory_mb", "sampling_candidates_per_s", "eval_sentences_per_s", "score_candidates_per_s"}
 
 
 def stable(d: dict) -> dict:
@@ -38,11 +40,11 @@ def inputs(tmp_path_factory):
 
 
 def chain(root: str, policy: str, inputs: dict, seed: int = 13) -> dict:
-    from rest.evaluate import evaluate
-    from rest.filter import filter_scored
-    from rest.finetune import improve
-    from rest.sample import grow
-    from rest.score import score
+    from rest.steps.evaluate import evaluate
+    from rest.steps.filter import filter_scored
+    from rest.steps.finetune import improve
+    from rest.steps.sample import grow
+    from rest.steps.score import score
 
     out = {k: os.path.join(root, k) for k in ("grown", "scored", "filtered", "policy", "eval")}
     res = {"sample": grow(policy, inputs["grow"], SampleConfig(num_samples=3, max_length_ratio=1.0, threads=1,

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from rest.io import atomic_path, copy_tree, read_jsonl, sha256_path, write_json, write_jsonl
+from rest.services.files import atomic_path, copy_tree, read_jsonl, sha256_path, write_json, write_jsonl
 from tests.conftest import ROOT, bundled_rows
 
 # A child process: optionally slowed down (so the test can kill it mid-run) or set to
@@ -23,15 +23,15 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
     args = json.loads(sys.argv[1])
-    import rest.train, rest.sample
+    import rest.model.train, rest.steps.sample
     if args.get("slow"):
-        _loss = rest.train._loss
+        _loss = rest.model.train._loss
         def slow_loss(*a):
             time.sleep(args["slow"])
             return _loss(*a)
-        rest.train._loss = slow_loss
+        rest.model.train._loss = slow_loss
     if args.get("chunk_sources"):
-        rest.sample.CHUNK_SOURCES = args["chunk_sources"]
+        rest.steps.sample.CHUNK_SOURCES = args["chunk_sources"]
     if args.get("die_on_generate"):  # SIGKILL ourselves when sampling chunk number N starts
         calls = []
         def dying(fn):
@@ -41,19 +41,19 @@ CHILD = textwrap.dedent("""
                     os.kill(os.getpid(), signal.SIGKILL)
                 return fn(*a, **kw)
             return wrapped
-        if hasattr(rest.sample, "generate_with"):  # the backend switch (hf | ctranslate2)
-            _gw = rest.sample.generate_with
-            rest.sample.generate_with = lambda backend: dying(_gw(backend))
+        if hasattr(rest.steps.sample, "generate_with"):  # the backend switch (hf | ctranslate2)
+            _gw = rest.steps.sample.generate_with
+            rest.steps.sample.generate_with = lambda backend: dying(_gw(backend))
         else:
-            rest.sample.generate = dying(rest.sample.generate)
+            rest.steps.sample.generate = dying(rest.steps.sample.generate)
     from rest.config import FinetuneConfig, SampleConfig
     if args["call"] == "improve":
-        from rest.finetune import improve
+        from rest.steps.finetune import improve
         info = improve(args["policy"], args["filtered"], args["valid"], FinetuneConfig(**args["cfg"]), 1,
                        args["out"], checkpoint_dir=args["ckpt"])
         print(json.dumps({{"optimizer_steps": info["optimizer_steps"]}}))
     else:
-        from rest.sample import grow
+        from rest.steps.sample import grow
         print(json.dumps(grow(args["policy"], args["sources"], SampleConfig(**args["cfg"]), args["out"], 1)))
 """).format(root=ROOT)
 
@@ -84,9 +84,9 @@ FT_CFG = dict(batch_tokens=64, epochs=1, checkpoint_every=5, warmup_steps=5, lea
 
 
 def test_finetune_resumes_after_sigkill(tmp_path, tiny_policy, filtered_set):
-    from rest.finetune import improve
+    from rest.steps.finetune import improve
     from rest.config import FinetuneConfig
-    from rest.policy import load_policy
+    from rest.model.policy import load_policy
 
     # The uninterrupted run, for comparison (in this process: same thread count, same ops).
     clean = improve(tiny_policy, filtered_set["filtered"], filtered_set["valid"], FinetuneConfig(**FT_CFG), 1,
@@ -138,7 +138,7 @@ SAMPLE_CFG = dict(num_samples=2, batch_sentences=128, max_length_ratio=0.5, thre
 
 
 def test_sampling_resumes_from_its_chunks(tmp_path, tiny_policy, sources, monkeypatch):
-    from rest import sample
+    from rest.steps import sample
     from rest.config import SampleConfig
 
     monkeypatch.setattr(sample, "CHUNK_SOURCES", 16)  # 40 sources = chunks of 16, 16, 8
@@ -239,7 +239,7 @@ def _scored_dir(d, rewards):
 
 def test_failed_filter_rerun_keeps_the_earlier_output(tmp_path):
     from rest.config import FilterConfig
-    from rest.filter import FilterError, filter_scored
+    from rest.steps.filter import FilterError, filter_scored
 
     scored = _scored_dir(str(tmp_path / "scored"), [0.1, 0.4, 0.6, 0.9] * 5)
     out = str(tmp_path / "filtered")
@@ -253,9 +253,9 @@ def test_failed_filter_rerun_keeps_the_earlier_output(tmp_path):
 
 
 def test_failed_score_rerun_keeps_the_earlier_output(tmp_path):
-    from rest import rewards
+    from rest.rewards import metrics as rewards
     from rest.config import ScoreConfig
-    from rest.score import score
+    from rest.steps.score import score
 
     grown = str(tmp_path / "grown")
     write_jsonl(os.path.join(grown, "data.jsonl"), ({"id": str(k), "source_id": str(k), "source": "Hallo",
@@ -276,7 +276,7 @@ def test_failed_score_rerun_keeps_the_earlier_output(tmp_path):
 def test_per_source_filter_refuses_interleaved_sources(tmp_path):
     """A grown set whose sources are interleaved would be cut per fragment: refuse it instead."""
     from rest.config import FilterConfig
-    from rest.filter import FilterError, filter_scored
+    from rest.steps.filter import FilterError, filter_scored
 
     scored = _scored_dir(str(tmp_path / "scored"), [0.1, 0.4, 0.6, 0.9] * 3)
     rows = list(read_jsonl(os.path.join(scored, "data.jsonl")))
@@ -295,7 +295,7 @@ def test_leftovers_of_a_killed_writer_are_cleaned_up(tmp_path):
     code = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {ROOT!r})
-        from rest.io import write_jsonl
+        from rest.services.files import write_jsonl
         def rows():
             yield {{"k": 1}}
             os.kill(os.getpid(), signal.SIGKILL)
@@ -326,7 +326,7 @@ def test_unreadable_or_foreign_checkpoint_starts_afresh(tmp_path, tiny_policy, f
     import logging
 
     from rest.config import FinetuneConfig
-    from rest.finetune import improve
+    from rest.steps.finetune import improve
 
     cfg = FinetuneConfig(**{**FT_CFG, "batch_tokens": 2000})
     ckpt = tmp_path / "ckpt"

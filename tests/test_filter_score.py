@@ -4,10 +4,10 @@ import os
 import pytest
 
 from rest.config import FilterConfig, ScoreConfig
-from rest.filter import FilterError, filter_scored
-from rest.io import read_jsonl, write_jsonl
-from rest.rewards import RewardError, get_reward
-from rest.score import score
+from rest.steps.filter import FilterError, filter_scored
+from rest.services.files import read_jsonl, write_jsonl
+from rest.rewards.metrics import RewardError, get_reward
+from rest.steps.score import score
 
 
 def grown_dir(tmp_path, rewards_by_source):

@@ -1,13 +1,13 @@
-"""rest.kfp_cli and rest.doctor against loopback stand-ins of the KFP and Kubernetes APIs."""
+"""rest_kfp.kfp_cli and rest_kfp.doctor against loopback stand-ins of the KFP and Kubernetes APIs."""
 # No `from __future__ import annotations`: kfp reads component annotations as real types.
 import argparse
 
 import pytest
 from kfp import compiler, dsl
 
-from rest import kfp_cli
-from rest.doctor import doctor
-from rest.kfp_cli import KfpCliError, to_kfp_cron
+from rest_kfp import kfp_cli
+from rest_kfp.doctor import doctor
+from rest_kfp.kfp_cli import KfpCliError, to_kfp_cron
 from tests.k8s_standin import K8sStandin, namespace, secret, service
 from tests.kfp_standin import API, KfpStandin
 
@@ -263,7 +263,7 @@ def test_doctor_missing_namespace_stops_early():
 
 
 def test_doctor_cli(kfp_server, monkeypatch, capsys, package):
-    from rest import doctor as doc
+    from rest_kfp import doctor as doc
 
     with K8sStandin(_cluster()) as k8s:
         monkeypatch.setattr(doc, "kube_api_client", lambda context=None: k8s.api_client())

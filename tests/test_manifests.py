@@ -138,7 +138,7 @@ def test_images_pinned(param):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_network_policies_admit_only_pipeline_pods(overlay):
-    from rest.cluster import PIPELINE_POD_LABEL
+    from rest_kfp.cluster import PIPELINE_POD_LABEL
 
     pols = {d["metadata"]["name"]: d for d in render(overlay) if d["kind"] == "NetworkPolicy"}
     label = dict([PIPELINE_POD_LABEL])
@@ -158,7 +158,7 @@ def test_network_policies_admit_only_pipeline_pods(overlay):
 
 
 def test_services_match_cluster_config_defaults():
-    from rest.cluster import ClusterConfig
+    from rest_kfp.cluster import ClusterConfig
 
     cfg = ClusterConfig(image="x.io/rest:1")
     dev = render("dev")

@@ -12,8 +12,8 @@ import logging
 import pytest
 
 from rest.config import DataConfig, EvaluateConfig, FinetuneConfig, SampleConfig
-from rest.data import prepare
-from rest.policy import generate, load_policy, max_tokens, token_lengths
+from rest.steps.data import prepare
+from rest.model.policy import load_policy, max_tokens, token_lengths
 from tests.conftest import bundled_rows, write_tsv
 
 
@@ -58,26 +58,26 @@ def test_max_tokens_takes_the_real_limit():
 
 @pytest.mark.parametrize("backend", ["hf", "ctranslate2"])
 def test_generate_truncates_long_sources(policy, backend, caplog):
-    from rest.fast_generate import generate_with
+    from rest.model.backends import generate_with
 
     if backend == "ctranslate2":
         pytest.importorskip("ctranslate2")
     _, model, tok, long = policy
-    with caplog.at_level(logging.WARNING, logger="rest.policy"):
+    with caplog.at_level(logging.WARNING, logger="rest.model.policy"):
         out = generate_with(backend)(model, tok, ["Hallo Welt", long], mode="greedy", max_length_ratio=10.0)
     assert len(out) == 2 and all(len(o) == 1 for o in out)
     assert "generate: 1 of 2 sources are over the model's maximum of 256 tokens" in caplog.text
 
 
 def test_training_skips_pairs_over_the_limit(policy, caplog):
-    from rest.rewards import get_reward
-    from rest.train import TrainSpec, train_nll
+    from rest.rewards.metrics import get_reward
+    from rest.model.train import TrainSpec, train_nll
 
     _, model, tok, long = policy
     rows = rows_with_long(long)
     spec = TrainSpec(learning_rate=1e-3, warmup_steps=0, batch_tokens=2000, max_steps=2, eval_every=2,
                      label="t", valid_backend="hf")
-    with caplog.at_level(logging.WARNING, logger="rest.train"):
+    with caplog.at_level(logging.WARNING, logger="rest.model.train"):
         result = train_nll(model, tok, rows, rows, spec, get_reward("chrf"))
     assert result.steps == 2 and result.skipped_overlong == 1
     assert "t: skipped 1 of 12 training pairs over the model's maximum of 256 tokens" in caplog.text
@@ -88,9 +88,9 @@ def test_training_skips_pairs_over_the_limit(policy, caplog):
 
 def test_pipeline_steps_survive_a_300_token_row(policy, tmp_path):
     """prepare keeps the row (under max_words), then the control (finetune), Grow and evaluate run."""
-    from rest.evaluate import evaluate
-    from rest.finetune import control
-    from rest.sample import grow
+    from rest.steps.evaluate import evaluate
+    from rest.steps.finetune import control
+    from rest.steps.sample import grow
 
     policy_dir, _, _, long = policy
     assert len(long.split()) <= 200

@@ -1,10 +1,13 @@
 """The real ReST pipeline compiled with cluster settings: secrets, resources, GPUs, sharded Grow."""
+import re
+
+import pytest
 import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import pipeline
-from rest.cluster import ClusterConfig, StepResources
+from rest_kfp.cluster import ClusterConfig, StepResources
 from rest.config import load_config
 
 
@@ -57,3 +60,82 @@ def test_grow_is_sharded_across_parallel_tasks_and_merged(tmp_path, monkeypatch)
     assert merge["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]["producerTask"] == loop_key
     score = next(t for t in root.values() if t["taskInfo"]["name"] == "grow-1/score")
     assert "merge" in score["inputs"]["artifacts"]["grown"]["taskOutputArtifact"]["producerTask"]
+
+
+def _task_config(docs, display):
+    """The run-config section a task of the compiled pipeline receives (its `config` parameter)."""
+    root = docs[0]["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    task = next(t for t in root.values() if t["taskInfo"]["name"] == display)
+    return task["inputs"]["parameters"]["config"]["runtimeValue"]["constant"], task
+
+
+def test_gpu_requests_and_devices_agree_in_the_compiled_pipeline(tmp_path, monkeypatch):
+    """A step given nvidia.com/gpu computes on it: its config says device auto (cuda in a pod that sees a
+    GPU), processes auto (one per GPU); the control trains on finetune's GPUs; validate leaves the device
+    check to this compile step (its pod has no GPU)."""
+    _, docs = compile_for_cluster(tmp_path, monkeypatch, shards=1)
+    containers = {n: e["container"] for n, e in docs[0]["deploymentSpec"]["executors"].items()}
+    for executor in ("exec-finetune-op", "exec-control-op"):
+        acc = containers[executor]["resources"]["accelerator"]
+        assert (acc["resourceType"], acc["resourceCount"]) == ("nvidia.com/gpu", "2"), executor
+    for executor in ("exec-sample-op", "exec-evaluate-op", "exec-validate-op"):
+        assert "accelerator" not in containers[executor].get("resources", {}), executor
+    finetune, _ = _task_config(docs, "grow-1/improve-1/finetune")
+    assert (finetune["device"], finetune["processes"], finetune["precision"]) == ("auto", "auto", "auto")
+    _, validate = _task_config(docs, "validate")
+    assert validate["inputs"]["parameters"]["check_devices"]["runtimeValue"]["constant"] is False
+
+
+@pytest.mark.parametrize("overrides, resources, needle", [
+    ({"finetune.device": "cpu"}, {"finetune": 1}, "finetune.device: is cpu but cluster.resources.finetune requests 1"),
+    ({"sample.device": "cuda"}, {}, "sample.device: is cuda but cluster.resources.sample requests 0"),
+    ({"evaluate.device": "cuda:1"}, {"evaluate": 1}, "evaluate.device: is cuda:1 but cluster.resources.evaluate"),
+    ({"finetune.processes": "4"}, {"finetune": 2}, "finetune.processes: is 4 but cluster.resources.finetune"),
+])
+def test_a_device_the_pod_is_not_given_fails_the_compile(tmp_path, overrides, resources, needle):
+    from rest.config import ConfigError
+
+    cluster = ClusterConfig(resources={step: StepResources(accelerator_type="nvidia.com/gpu", accelerator_count=n)
+                                       for step, n in resources.items()})
+    cfg = load_config(None, overrides)
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        pipeline.compile_pipeline(cfg, str(tmp_path / "rest.yaml"), cluster)
+
+
+def _tasks_by_name(docs):
+    """display name -> (task dict, executor label) over every DAG of the compiled spec."""
+    out = {}
+    for comp in [docs[0]["root"], *docs[0]["components"].values()]:
+        for t in comp.get("dag", {}).get("tasks", {}).values():
+            out[t["taskInfo"]["name"]] = t
+    return out
+
+
+def test_pods_run_non_root_with_tmp_timeouts_and_retries(tmp_path, monkeypatch):
+    """What manifests/ promise, in the compiled YAML: uid 1000 non-root, /tmp an emptyDir (the only
+    place a step writes besides its outputs), a deadline per step, retries with backoff."""
+    _, docs = compile_for_cluster(tmp_path, monkeypatch, shards=1)
+    executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, ex in executors.items():
+        assert ex["securityContext"] == {"runAsUser": "1000", "runAsGroup": "1000", "runAsNonRoot": True}, name
+        assert ex["emptyDirMounts"] == [{"mountPath": "/tmp", "sizeLimit": "20Gi", "volumeName": "tmp"}], name
+        assert int(ex["activeDeadlineSeconds"]) > 0, name
+    deadline = {name.removeprefix("exec-"): int(ex["activeDeadlineSeconds"]) for name, ex in executors.items()}
+    assert deadline["finetune-op"] == 43200 and deadline["filter-op"] == 1800 and deadline["evaluate-op"] == 7200
+    tasks = _tasks_by_name(docs)
+    retry = tasks["grow-1/improve-1/finetune"]["retryPolicy"]
+    assert retry == {"maxRetryCount": 2, "backoffDuration": "60s", "backoffFactor": 2.0, "backoffMaxDuration": "1800s"}
+    # Side effects outside the run are never retried blindly.
+    assert "retryPolicy" not in tasks["register"] and "retryPolicy" not in tasks["finish"]
+
+
+def test_cluster_config_rejects_unknown_steps_and_root(tmp_path):
+    from rest.config import ConfigError
+
+    with pytest.raises(ConfigError, match="cluster.timeouts.finetunee: no such step"):
+        ClusterConfig(timeouts={"finetunee": 60})
+    with pytest.raises(ConfigError, match="cluster.resources.promte: no such step"):
+        ClusterConfig(resources={"promte": {"cpu_limit": "2"}})
+    with pytest.raises(ConfigError, match="cluster.run_as_user: must be a non-root UID"):
+        ClusterConfig(run_as_user=0)
+    assert ClusterConfig(timeouts={"sample": 600}).step_timeout("sample") == 600

@@ -5,9 +5,9 @@ import os
 import pytest
 
 import pipeline
-from rest import registry
-from rest.io import read_json
-from rest.storage import ArtifactStore
+from rest.services import registry
+from rest.services.files import read_json
+from rest.services.storage import ArtifactStore
 from tests.servers import mlflow_server, s3_server  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.integration, pytest.mark.pipeline]

@@ -23,7 +23,7 @@ def promote(version, env, *extra):
 def test_promote_as_typed_in_the_readme(mlflow_server, tiny_policy, tmp_path):
     from mlflow import MlflowClient
 
-    from rest import registry
+    from rest.services import registry
 
     version = registry.register_policy(tiny_policy, NAME, mlflow_server.url)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "REST_"))}

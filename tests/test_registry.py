@@ -1,4 +1,4 @@
-"""rest.registry: register policies in a real MLflow server and promote only a better one."""
+"""rest.services.registry: register policies in a real MLflow server and promote only a better one."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,8 @@ import os
 import pandas as pd
 import pytest
 
-from rest import registry
+from rest.services import registry
+from rest_kfp.cli import promote_cli
 from tests.conftest import bundled_rows
 from tests.servers import mlflow_server, s3_server  # noqa: F401  (fixtures)
 
@@ -49,7 +50,7 @@ def two_policies(tiny_policy, tmp_path_factory):
     references are its own greedy outputs: it scores chrF 100, the first scores 0.
     Training a model to be measurably better would take minutes on 2 cores.
     """
-    from rest.policy import build_model, generate, load_policy, save_policy
+    from rest.model.policy import build_model, generate, load_policy, save_policy
 
     _, tok = load_policy(tiny_policy)
     model = build_model(tok, d_model=32, ffn_dim=64, layers=1, heads=2, dropout=0.0, seed=1)
@@ -121,7 +122,7 @@ def test_register_and_promote_only_when_better(mlflow_server, two_policies, tmp_
     test_path = tmp_path / "test.jsonl"
     test_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out_path = tmp_path / "decision.json"
-    assert registry.promote_cli(["--model-name", name, "--version", v3, "--test", str(test_path),
+    assert promote_cli(["--model-name", name, "--version", v3, "--test", str(test_path),
                                  "--tracking-uri", uri, "--n-bootstrap", "100", "--output", str(out_path)]) == 0
     assert json.loads(out_path.read_text())["decision"] == "already champion"
     assert not os.environ.get("SACREBLEU_SEED")  # the seed override did not leak

@@ -8,9 +8,10 @@ step, and roll it back or stop the run when so configured.
 import pytest
 
 from rest.config import DEFAULT_POLICY_DIR, FinetuneConfig
-from rest.finetune import RewardHackingError, RewardSpec, improve
-from rest.io import write_jsonl
-from rest.summary import make_row, verdict, verdict_text
+from rest.rewards.spec import RewardSpec
+from rest.steps.finetune import RewardHackingError, improve
+from rest.services.files import write_jsonl
+from rest.steps.summary import make_row, verdict, verdict_text
 
 HACK = dict(reward="hacking_rewards:repetition", allow_code_reward=True, true_metric="chrf")
 FT = FinetuneConfig(learning_rate=3e-3, warmup_steps=0, epochs=2, batch_tokens=600, threads=1, seed=1)
@@ -19,7 +20,7 @@ FT = FinetuneConfig(learning_rate=3e-3, warmup_steps=0, epochs=2, batch_tokens=6
 @pytest.fixture(scope="module")
 def repetitive_set(tmp_path_factory, tiny_data):
     """A filtered set whose candidates are one word repeated, and 16 validation rows."""
-    from rest.data import load_pairs
+    from rest.steps.data import load_pairs
     from rest.config import DataConfig
 
     d = tmp_path_factory.mktemp("hack")
@@ -55,7 +56,7 @@ def test_rollback_keeps_the_previous_policy(repetitive_set, tmp_path):
                    reward=RewardSpec(**HACK, on_reward_hacking="rollback"))
     assert info["reward_hacking"] and info["rolled_back"] and info["discarded_steps"] > 0
     assert info["optimizer_steps"] == 0
-    from rest.policy import load_policy
+    from rest.model.policy import load_policy
 
     # Same weights as the parent: compare the tensors, not the files (the lineage file differs).
     a, _ = load_policy(out)
@@ -74,7 +75,7 @@ def test_stop_fails_the_step_and_writes_nothing(repetitive_set, tmp_path):
 
 
 def test_no_flag_when_the_true_metric_does_not_fall():
-    from rest.finetune import reward_hacking
+    from rest.steps.finetune import reward_hacking
 
     info = {"start_valid_reward": 0.4, "best_valid_reward": 0.5, "start_valid_true": 0.40, "best_valid_true": 0.399}
     assert not reward_hacking(info, 0.002)

@@ -119,7 +119,7 @@ def test_handed_in_run_is_left_to_its_owner_and_a_failure_shows_why(env, mlflow_
     from mlflow import MlflowClient
 
     client = MlflowClient(mlflow_server.url)
-    from rest.tracking import get_or_create_experiment
+    from rest.services.tracking import get_or_create_experiment
 
     exp_id = get_or_create_experiment(client, mlflow_server.url, EXPERIMENT)
     owned = client.create_run(exp_id, run_name="made by KFP's MLflow integration").info.run_id

@@ -37,7 +37,7 @@ def bin_only_policy(tmp_path, tiny_policy):
 
 
 def test_pickled_weights_are_refused(bin_only_policy):
-    from rest.policy import PolicyError, load_policy
+    from rest.model.policy import PolicyError, load_policy
 
     with pytest.raises(PolicyError, match=r"no \*\.safetensors weights \(found PyTorch \.bin weights: "
                                           r"re-save with safe_serialization=True\)"):
@@ -53,8 +53,8 @@ def test_transformers_itself_is_asked_for_safetensors_only(bin_only_policy):
 
 
 def test_model_directory_code_never_runs_unless_trusted(tmp_path, tiny_policy):
-    from rest.policy import PolicyError, load_policy
-    from rest.validate import validate_run
+    from rest.model.policy import PolicyError, load_policy
+    from rest.steps.validate import validate_run
 
     d = tmp_path / "remote-code"
     shutil.copytree(tiny_policy, d)
@@ -95,7 +95,7 @@ def reward_module(tmp_path, monkeypatch):
 
 def test_dotted_path_reward_refused_unless_allowed(reward_module):
     from rest.config import ConfigError, ScoreConfig
-    from rest.rewards import RewardError, get_reward
+    from rest.rewards.metrics import RewardError, get_reward
 
     with pytest.raises(RewardError, match=r"dotted path that runs code; set score\.allow_code_reward=true"):
         get_reward("my_reward_mod:score")
@@ -108,9 +108,9 @@ def test_dotted_path_reward_refused_unless_allowed(reward_module):
 
 def test_score_step_refuses_a_code_reward_that_slipped_past_the_config(tmp_path, reward_module):
     from rest.config import ScoreConfig
-    from rest.io import write_jsonl
-    from rest.rewards import RewardError
-    from rest.score import score
+    from rest.services.files import write_jsonl
+    from rest.rewards.metrics import RewardError
+    from rest.steps.score import score
 
     write_jsonl(str(tmp_path / "g" / "data.jsonl"), [{"id": "1", "source": "a", "candidate": "b", "reference": "c"}])
     cfg = ScoreConfig()
@@ -124,7 +124,7 @@ def test_score_step_refuses_a_code_reward_that_slipped_past_the_config(tmp_path,
 
 @pytest.fixture
 def store():
-    from rest.storage import ArtifactStore, S3Settings
+    from rest.services.storage import ArtifactStore, S3Settings
 
     return ArtifactStore(S3Settings(endpoint="127.0.0.1:9", bucket="rest", prefix="runs"))
 
@@ -135,7 +135,7 @@ def store():
     ("run", "./policy"), ("run", "policy/"), ("run", ""), ("", "policy"), ("run", "a//b"), ("run", "x\n/../y"),
 ])
 def test_object_keys_cannot_escape_the_run_prefix(store, run, name):
-    from rest.storage import StorageError
+    from rest.services.storage import StorageError
 
     with pytest.raises(StorageError, match=r"object key (run|name) .*(absolute|backslash|empty|'\.\.'|single name|"
                                            r"control characters)"):
@@ -144,14 +144,14 @@ def test_object_keys_cannot_escape_the_run_prefix(store, run, name):
 
 @pytest.mark.parametrize("g, i", [(-1, 0), (0, -1), ("1", 0), (True, 0), (1.5, 0)])
 def test_object_key_indices_must_be_plain_integers(store, g, i):
-    from rest.storage import StorageError
+    from rest.services.storage import StorageError
 
     with pytest.raises(StorageError, match=r"must be an integer >= 0"):
         store.key_for("run", g, i, "x")
 
 
 def test_good_keys_stay_under_the_prefix(store):
-    from rest.storage import StorageError, parse_uri
+    from rest.services.storage import StorageError, parse_uri
 
     assert store.key_for("local-1", 1, 2, "policy/model.safetensors") == "runs/local-1/1/2/policy/model.safetensors"
     for bad in ("s3://rest/runs/../x", "s3://rest//abs", "s3://rest/a\\b"):
@@ -162,9 +162,9 @@ def test_good_keys_stay_under_the_prefix(store):
 # -- secrets ------------------------------------------------------------------------------------------
 
 def test_no_secret_in_compiled_yaml_errors_logs_or_params(tmp_path, monkeypatch, caplog):
-    from rest import storage
+    from rest.services import storage
     from rest.config import RunConfig
-    from rest.tracking import flatten
+    from rest.services.tracking import flatten
     from tests.servers import free_port
 
     env = {"AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ACCESS_KEY_ID": ACCESS,
@@ -197,7 +197,7 @@ def test_no_secret_in_compiled_yaml_errors_logs_or_params(tmp_path, monkeypatch,
     assert "127.0.0.1" in shown and SECRET not in shown and ACCESS not in shown
 
     # 3. The validate step's reachability errors.
-    from rest.validate import validate_run
+    from rest.steps.validate import validate_run
 
     with pytest.raises(ValueError) as err:
         validate_run({}, check_data=False, initial_policy="", s3_settings=settings, timeout_s=2)

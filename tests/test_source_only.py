@@ -4,8 +4,8 @@ import json
 import pytest
 
 from rest.config import DataConfig, SampleConfig, ScoreConfig, load_config
-from rest.data import DataError, load_sources, prepare
-from rest.io import read_jsonl
+from rest.steps.data import DataError, load_sources, prepare
+from rest.services.files import read_jsonl
 
 
 def _cfg(tiny_data, sources, **kw):
@@ -63,7 +63,7 @@ def read_jsonl_tsv(path):
 
 @pytest.fixture(scope="module")
 def grown_with_sources(tmp_path_factory, tiny_data, tiny_policy):
-    from rest.sample import grow
+    from rest.steps.sample import grow
 
     d = tmp_path_factory.mktemp("so")
     src = d / "mono.txt"
@@ -81,7 +81,7 @@ def test_grow_samples_source_only_text_without_references(grown_with_sources):
 
 
 def test_reference_based_reward_refuses_source_only_rows(grown_with_sources, tmp_path):
-    from rest.score import score
+    from rest.steps.score import score
 
     out = tmp_path / "scored"
     with pytest.raises(ValueError, match="source-only text.*reference-free reward"):
@@ -90,7 +90,7 @@ def test_reference_based_reward_refuses_source_only_rows(grown_with_sources, tmp
 
 
 def test_reference_free_reward_scores_every_row(grown_with_sources, tmp_path):
-    from rest.score import score
+    from rest.steps.score import score
 
     stats = score(grown_with_sources["grown"], ScoreConfig(reward="hacking_rewards:length", allow_code_reward=True),
                   str(tmp_path / "scored"))
@@ -99,7 +99,7 @@ def test_reference_free_reward_scores_every_row(grown_with_sources, tmp_path):
 
 def test_control_trains_on_references_only(grown_with_sources, tiny_policy, tmp_path):
     from rest.config import FinetuneConfig
-    from rest.finetune import control
+    from rest.steps.finetune import control
 
     info = control(tiny_policy, grown_with_sources["data"].grow, grown_with_sources["data"].valid,
                    FinetuneConfig(batch_tokens=256, threads=1), 2, str(tmp_path / "c"))
@@ -107,7 +107,7 @@ def test_control_trains_on_references_only(grown_with_sources, tiny_policy, tmp_
 
 
 def test_validate_refuses_sources_with_a_reference_based_reward(tmp_path, tiny_data):
-    from rest.validate import ValidationError, validate_run
+    from rest.steps.validate import ValidationError, validate_run
 
     src = tmp_path / "mono.txt"
     src.write_text("Ein Satz.\n", encoding="utf-8")

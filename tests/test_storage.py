@@ -1,4 +1,4 @@
-"""rest.storage against a real S3 server (moto standing in for MinIO) on 127.0.0.1."""
+"""rest.services.storage against a real S3 server (moto standing in for MinIO) on 127.0.0.1."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from rest import storage
-from rest.io import sha256_file, sha256_path
-from rest.storage import MANIFEST, ArtifactStore, S3Settings, StorageError
+from rest.services import storage
+from rest.services.files import sha256_file, sha256_path
+from rest.services.storage import MANIFEST, ArtifactStore, S3Settings, StorageError
 from tests.servers import s3_server  # noqa: F401  (fixture)
 
 
@@ -185,7 +185,7 @@ def test_server_down_then_restart_and_republish(s3_server, tmp_path):
 @pytest.mark.integration
 def test_load_pairs_from_s3(s3_server, tmp_path, monkeypatch):
     from rest.config import DataConfig
-    from rest.data import load_pairs
+    from rest.steps.data import load_pairs
 
     for k, v in s3_server.env().items():
         monkeypatch.setenv(k, v)

@@ -4,10 +4,16 @@ import time
 
 import pytest
 
-from rest import registry, stats, summary, tracking
+from rest.services import registry
+
+from rest import stats
+
+from rest.steps import summary
+
+from rest.services import tracking
 from rest.config import FilterConfig
-from rest.filter import effective_threshold
-from rest.io import read_jsonl, write_jsonl
+from rest.steps.filter import effective_threshold
+from rest.services.files import write_jsonl
 
 N = 100
 REFS = [f"sentence {k} says the {['red', 'blue', 'green', 'grey'][k % 4]} fox jumps over dog {k * 7}"

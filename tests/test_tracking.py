@@ -1,4 +1,4 @@
-"""rest.tracking against the embedded sqlite store, and once against a real mlflow server."""
+"""rest.services.tracking against the embedded sqlite store, and once against a real mlflow server."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from rest import tracking
+from rest.services import tracking
 from tests.servers import mlflow_server, s3_server  # noqa: F401  (fixtures)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -134,7 +134,7 @@ def test_against_real_mlflow_server(mlflow_server, tmp_path):
 def test_exit_task_ends_the_parent_with_the_pipelines_state(tmp_path, monkeypatch, state, status):
     from mlflow import MlflowClient
 
-    from rest.runtime import finish_pipeline
+    from rest_kfp.runtime import finish_pipeline
 
     uri = tracking.embedded_uri(str(tmp_path / "store"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -154,7 +154,7 @@ def test_exit_task_ends_the_parent_with_the_pipelines_state(tmp_path, monkeypatc
 def test_exit_task_leaves_a_handed_in_run_and_no_tracking_alone(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
-    from rest.runtime import finish_pipeline
+    from rest_kfp.runtime import finish_pipeline
 
     uri = tracking.embedded_uri(str(tmp_path / "store"))
     client = MlflowClient(tracking_uri=uri)

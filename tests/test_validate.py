@@ -18,7 +18,7 @@ import re
 
 import pytest
 
-from rest.validate import redact_uri, validate_run
+from rest.steps.validate import redact_uri, validate_run
 from tests.conftest import bundled_rows, write_tsv
 from tests.servers import mlflow_server, s3_server  # noqa: F401  (fixtures)
 
@@ -138,7 +138,7 @@ def setattr_(name, value):
 
 
 def s3_unreachable(c):
-    from rest.storage import S3Settings
+    from rest.services.storage import S3Settings
 
     c.kwargs["s3_settings"] = S3Settings(endpoint=f"127.0.0.1:{free_port()}", access_key="k", secret_key="s")
     c.kwargs["timeout_s"] = 2.0
@@ -193,7 +193,7 @@ CASES = [
     ("checkpoint_every zero", cfg("finetune", checkpoint_every=0), r"finetune\.checkpoint_every: is 0; must be >= 1"),
     ("negative warm-up", cfg("finetune", warmup_steps=-5), r"finetune\.warmup_steps: is -5; must be >= 0"),
     # -- rewards ---------------------------------------------------------------------------
-    ("unknown reward", cfg("score", reward="chrF++"), r"score\.reward: unknown reward 'chrF\+\+'; known: bleu, chrf"),
+    ("unknown reward", cfg("score", reward="chrF++"), r"score\.reward: unknown reward 'chrF\+\+'; known: arithmetic, bleu, chrf, exact_match"),
     ("dotted reward not allowed", cfg("score", reward="os:system"),
      r"score\.reward: 'os:system' is a dotted path: it runs code, so set score\.allow_code_reward=true"),
     ("dotted reward does not import", cfg("score", reward="no_such_module_xyz:fn", allow_code_reward=True),
@@ -354,7 +354,7 @@ def test_train_and_valid_sharing_sentences_or_ids_is_a_warning(tmp_path):
 
 
 def test_rows_over_the_policy_token_limit_are_counted_before_any_compute(tmp_path):
-    from rest.policy import load_policy, token_lengths
+    from rest.model.policy import load_policy, token_lengths
 
     case = Case(tmp_path)
     _, tok = load_policy(case.policy)
@@ -422,7 +422,7 @@ def test_tracking_uri_password_is_never_shown(tmp_path):
 
 
 def test_cli_validate(tmp_path, capsys, monkeypatch):
-    from rest.cli import main
+    from rest_kfp.cli import main
 
     for var in ("REST_S3_ENDPOINT", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(var, raising=False)
@@ -448,7 +448,7 @@ def test_cli_validate(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.integration
 def test_s3_policy_is_checked_in_the_object_store(tmp_path, s3_server, tiny_policy):
-    from rest.storage import ArtifactStore
+    from rest.services.storage import ArtifactStore
 
     settings = s3_server.settings(bucket="policies")
     store = ArtifactStore(settings)
@@ -489,7 +489,7 @@ def test_s3_policy_is_checked_in_the_object_store(tmp_path, s3_server, tiny_poli
 def test_registry_policy_must_resolve_in_mlflow(tmp_path, mlflow_server, tiny_policy):
     from mlflow import MlflowClient
 
-    from rest import registry
+    from rest.services import registry
 
     uri, name = mlflow_server.url, "rest-validate-policy"
     version = registry.register_policy(tiny_policy, name, uri)

@@ -1,0 +1,477 @@
+"""Artifacts in an S3 object store (MinIO in the cluster) with content digests.
+
+Layout: ``s3://<bucket>/<prefix>/<run>/<g>/<i>/<name>[/...]``. Every object carries its
+SHA-256 in user metadata (``x-amz-meta-sha256``). A directory is *published* by
+uploading all its files and then, last, a ``_MANIFEST.json`` listing every file with
+its digest: readers trust a prefix only once its manifest exists and check each file
+against it, so an interrupted upload is never mistaken for a finished one. Publishing
+the same content again skips objects whose digest already matches, so a retried step
+leaves no duplicates and no half-written objects.
+
+Transient failures (connection errors, 5xx, SlowDown) are retried with exponential
+backoff a bounded number of times; anything else raises :class:`StorageError`, whose
+message names the endpoint and bucket and never the secret key.
+
+The :class:`ArtifactStore` takes explicit :class:`S3Settings`. The module functions
+(:func:`fetch_to_local`, :func:`fetch_dir_to_local`, :func:`publish`) read the settings
+from the environment when none are given, because that is how the component containers
+receive them (a Kubernetes secret mapped to env vars).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, TypeVar
+
+from rest.services.files import atomic_path, sha256_file, sha256_path
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_MANIFEST.json"
+SHA_META = "x-amz-meta-sha256"
+T = TypeVar("T")
+
+# S3 error codes worth retrying: the server is busy or briefly unwell, not refusing us.
+_TRANSIENT_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout",
+                    "RequestTimeTooSkewed", "OperationAborted", "XMinioServerNotInitialized"}
+_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
+
+
+class StorageError(RuntimeError):
+    """An object-store operation failed for good; the message names endpoint and bucket."""
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where artifacts go. ``endpoint`` is ``host:port``; secrets are kept out of ``repr``."""
+
+    endpoint: str
+    access_key: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
+    bucket: str = "rest"
+    prefix: str = "runs"
+    secure: bool = False
+    region: str = "us-east-1"  # MinIO's default; naming it avoids a location lookup per bucket
+    max_retries: int = 4        # retries after the first attempt
+    backoff_seconds: float = 0.5
+    timeout_seconds: float = 30.0
+
+    def __post_init__(self):
+        if not self.endpoint or "/" in self.endpoint:
+            raise ValueError(f"S3 endpoint {self.endpoint!r}: give host:port (e.g. minio:9000); "
+                             "use S3Settings.from_env or parse_endpoint for URLs")
+        if not self.bucket:
+            raise ValueError("S3 bucket is empty; set REST_S3_BUCKET (default 'rest')")
+        _check_segments(self.prefix, "prefix", allow_slash=True)
+        if self.max_retries < 0:
+            raise ValueError("S3Settings.max_retries must be >= 0")
+
+    @property
+    def url(self) -> str:
+        return ("https://" if self.secure else "http://") + self.endpoint
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> "S3Settings | None":
+        """Settings from environment variables (the caller passes the mapping: the core never
+        reads ``os.environ``); None when no endpoint is configured.
+
+        REST_S3_ENDPOINT (host:port or URL; falls back to MLFLOW_S3_ENDPOINT_URL),
+        AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, REST_S3_BUCKET (default ``rest``),
+        REST_S3_PREFIX (default ``runs``), REST_S3_SECURE (true/false; default: from the
+        URL scheme, else false), REST_S3_REGION (default ``us-east-1``).
+        """
+        raw = environ.get("REST_S3_ENDPOINT") or environ.get("MLFLOW_S3_ENDPOINT_URL") or ""
+        if not raw.strip():
+            return None
+        endpoint, secure = parse_endpoint(raw.strip())
+        if environ.get("REST_S3_SECURE", "").strip():
+            secure = _truthy(environ["REST_S3_SECURE"], "REST_S3_SECURE")
+        return cls(endpoint=endpoint, access_key=environ.get("AWS_ACCESS_KEY_ID", ""),
+                   secret_key=environ.get("AWS_SECRET_ACCESS_KEY", ""),
+                   bucket=environ.get("REST_S3_BUCKET", "") or "rest",
+                   prefix=(environ.get("REST_S3_PREFIX", "") or "runs").strip("/"),
+                   secure=secure, region=environ.get("REST_S3_REGION", "") or "us-east-1")
+
+
+def parse_endpoint(raw: str) -> tuple[str, bool]:
+    """``http://host:port`` / ``https://host`` / ``host:port`` → (host:port, secure)."""
+    m = re.fullmatch(r"(?:(https?)://)?([^/\s]+)/?", raw)
+    if not m:
+        raise ValueError(f"S3 endpoint {raw!r}: expected host:port or http(s)://host:port with no path")
+    return m.group(2), m.group(1) == "https"
+
+
+def _truthy(value: str, name: str) -> bool:
+    low = value.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={value!r}: use true or false")
+
+
+def _check_segments(path: str, what: str, allow_slash: bool) -> list[str]:
+    """Split a key part into segments, refusing anything that could leave its prefix."""
+    if not isinstance(path, str) or not path:
+        raise StorageError(f"object key {what} is empty")
+    if "\\" in path:
+        raise StorageError(f"object key {what} {path!r} contains a backslash; use '/' between parts")
+    if path.startswith("/"):
+        raise StorageError(f"object key {what} {path!r} is absolute; give a relative name")
+    if any(ord(c) < 32 for c in path):
+        raise StorageError(f"object key {what} {path!r} contains control characters")
+    parts = path.split("/")
+    if not allow_slash and len(parts) > 1:
+        raise StorageError(f"object key {what} {path!r} must be a single name without '/'")
+    for p in parts:
+        if p in ("", ".", ".."):
+            raise StorageError(f"object key {what} {path!r} has an empty, '.' or '..' part; "
+                               "it would escape or blur its prefix")
+    return parts
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` → (bucket, key)."""
+    m = re.fullmatch(r"s3://([^/]+)/(.+)", uri or "")
+    if not m:
+        raise StorageError(f"{uri!r}: not an s3://bucket/key URI")
+    key = m.group(2).rstrip("/")
+    _check_segments(key, "in " + uri, allow_slash=True)
+    return m.group(1), key
+
+
+class ArtifactStore:
+    """Digest-checked uploads and downloads against one bucket."""
+
+    def __init__(self, settings: S3Settings):
+        import urllib3
+        from minio import Minio
+
+        self.settings = settings
+        # Our own retry loop decides what is transient; urllib3 must not retry underneath it.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=min(10.0, settings.timeout_seconds), read=settings.timeout_seconds),
+            retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0, status=0, raise_on_status=False),
+            maxsize=4)
+        self.client = Minio(settings.endpoint, access_key=settings.access_key or None,
+                            secret_key=settings.secret_key or None, secure=settings.secure,
+                            region=settings.region, http_client=http)
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def key_for(self, run: str, g: int, i: int, name: str) -> str:
+        """``<prefix>/<run>/<g>/<i>/<name>``; refuses parts that would escape the prefix."""
+        _check_segments(run, "run", allow_slash=False)
+        for label, v in (("g", g), ("i", i)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise StorageError(f"object key {label} must be an integer >= 0, got {v!r}")
+        _check_segments(name, "name", allow_slash=True)
+        return f"{self.settings.prefix}/{run}/{g}/{i}/{name}"
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.settings.bucket}/{key}"
+
+    # -- error handling -------------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"S3 endpoint {self.settings.url}, bucket {self.settings.bucket!r}"
+
+    def _scrub(self, text: str) -> str:
+        secret = self.settings.secret_key
+        return text.replace(secret, "***") if secret else text
+
+    def _call(self, what: str, fn: Callable[..., T], *args, **kwargs) -> T:
+        """Run one client call with bounded exponential backoff on transient errors."""
+        from minio.error import InvalidResponseError, S3Error, ServerError
+        import urllib3
+
+        attempts = self.settings.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn(*args, **kwargs)
+            except S3Error as e:
+                status = getattr(e.response, "status", 0) or 0
+                if e.code in _CREDENTIAL_CODES or (e.code == "AccessDenied" and status == 403):
+                    raise StorageError(
+                        f"{what}: {self._where()} rejected the credentials ({e.code}); check "
+                        f"AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy") from None
+                transient = e.code in _TRANSIENT_CODES or status >= 500
+                reason = f"{e.code}: {e.message}"
+            except ServerError as e:
+                transient, reason = e.status_code >= 500 or e.status_code == 429, f"HTTP {e.status_code}"
+            except InvalidResponseError as e:
+                code = getattr(e, "_code", 0) or 0
+                transient, reason = code >= 500 or code == 429, f"non-XML response, HTTP {code}"
+            except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError) as e:
+                transient, reason = True, f"{type(e).__name__}: {e}"
+            reason = self._scrub(reason)
+            if not transient:
+                raise StorageError(f"{what}: {self._where()}: {reason}") from None
+            if attempt == attempts:
+                raise StorageError(f"{what}: {self._where()} still failing after {attempts} attempts "
+                                   f"({reason}); is the server up and reachable?") from None
+            delay = self.settings.backoff_seconds * 2 ** (attempt - 1)
+            delay *= 0.75 + 0.5 * random.random()  # jitter: parallel tasks do not retry in lock-step
+            log.warning("%s: %s (attempt %d/%d); retrying in %.1fs", what, reason, attempt, attempts, delay)
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # -- bucket and object queries ---------------------------------------------------------
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist (idempotent)."""
+        b = self.settings.bucket
+        if not self._call(f"check bucket {b}", self.client.bucket_exists, b):
+            try:
+                self._call(f"create bucket {b}", self.client.make_bucket, b)
+            except StorageError as e:
+                # Another task may have created it between our check and our create.
+                if "BucketAlreadyOwnedByYou" not in str(e) and "BucketAlreadyExists" not in str(e):
+                    raise
+
+    def _stat(self, key: str):
+        """Object stat, or None when the object does not exist."""
+        from minio.error import S3Error
+
+        def stat():
+            try:
+                return self.client.stat_object(self.settings.bucket, key)
+            except S3Error as e:
+                if e.code in ("NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"):
+                    return None
+                raise
+        return self._call(f"stat {key}", stat)
+
+    def exists(self, key: str) -> bool:
+        """True when the object ``key`` exists, or ``key`` is a published directory."""
+        return self._stat(key) is not None or self._stat(f"{key}/{MANIFEST}") is not None
+
+    def digest(self, key: str) -> str | None:
+        """SHA-256 of object ``key`` (from its metadata) or of a published directory; None if absent."""
+        st = self._stat(key)
+        if st is not None:
+            return (st.metadata or {}).get(SHA_META)
+        manifest = self.read_manifest(key)
+        return manifest["sha256"] if manifest else None
+
+    def list(self, prefix: str = "") -> list[str]:
+        """All object keys under ``prefix`` (recursive, sorted)."""
+        def names():
+            return sorted(o.object_name for o in self.client.list_objects(
+                self.settings.bucket, prefix=prefix, recursive=True))
+        return self._call(f"list {prefix or '/'}", names)
+
+    # -- files ----------------------------------------------------------------------------
+
+    def put_file(self, local_path: str, key: str, digest: str | None = None) -> dict:
+        """Upload one file with its SHA-256 in metadata; skip when the same content is there.
+
+        Returns ``{"key", "uri", "sha256", "size", "uploaded"}``.
+        """
+        _check_segments(key, "key", allow_slash=True)
+        digest = digest or sha256_file(local_path)
+        size = os.path.getsize(local_path)
+        st = self._stat(key)
+        if st is not None and (st.metadata or {}).get(SHA_META) == digest and st.size == size:
+            return {"key": key, "uri": self.uri(key), "sha256": digest, "size": size, "uploaded": False}
+        self._call(f"upload {key}", self.client.fput_object, self.settings.bucket, key, local_path,
+                   metadata={"sha256": digest})
+        return {"key": key, "uri": self.uri(key), "sha256": digest, "size": size, "uploaded": True}
+
+    def _put_bytes(self, data: bytes, key: str, content_type: str = "application/json") -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        self._call(f"upload {key}", lambda: self.client.put_object(
+            self.settings.bucket, key, io.BytesIO(data), len(data), content_type=content_type,
+            metadata={"sha256": digest}))
+
+    def _get_bytes(self, key: str) -> bytes | None:
+        from minio.error import S3Error
+
+        def get():
+            try:
+                resp = self.client.get_object(self.settings.bucket, key)
+            except S3Error as e:
+                if e.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                    return None
+                raise
+            try:
+                return resp.read()
+            finally:
+                resp.close()
+                resp.release_conn()
+        return self._call(f"download {key}", get)
+
+    def get_file(self, key: str, dest_path: str, expected_sha256: str | None = None) -> str:
+        """Download ``key`` to ``dest_path`` atomically and check its digest.
+
+        The expected digest is ``expected_sha256`` if given, else the object's metadata.
+        """
+        st = self._stat(key)
+        if st is None:
+            raise StorageError(f"download {key}: {self._where()}: no such object")
+        want = expected_sha256 or (st.metadata or {}).get(SHA_META)
+        with atomic_path(dest_path) as tmp:
+            self._call(f"download {key}", self.client.fget_object, self.settings.bucket, key, tmp)
+            got = sha256_file(tmp)
+            if want and got != want:
+                raise StorageError(f"download {key}: {self._where()}: content digest {got[:12]}… does not "
+                                   f"match the recorded {want[:12]}…; the object is corrupt or was "
+                                   "overwritten mid-read: re-publish it")
+        return dest_path
+
+    # -- directories ----------------------------------------------------------------------
+
+    def read_manifest(self, key_prefix: str) -> dict | None:
+        """The manifest of a published directory, or None when it was never (fully) published."""
+        data = self._get_bytes(f"{key_prefix}/{MANIFEST}")
+        if data is None:
+            return None
+        try:
+            manifest = json.loads(data)
+            assert isinstance(manifest.get("files"), dict) and "sha256" in manifest
+        except (ValueError, AssertionError):
+            raise StorageError(f"{key_prefix}/{MANIFEST}: {self._where()}: manifest is not valid; "
+                               "re-publish the directory") from None
+        return manifest
+
+    def put_dir(self, local_dir: str, key_prefix: str) -> dict:
+        """Publish every file of ``local_dir`` under ``key_prefix``, then its manifest (last).
+
+        Re-publishing identical content uploads nothing. Publishing different content
+        first withdraws the old manifest, so readers never pair it with new files.
+        Returns the manifest (``files``: relative name → {sha256, size}; ``sha256``: tree digest).
+        """
+        _check_segments(key_prefix, "prefix", allow_slash=True)
+        if not os.path.isdir(local_dir):
+            raise StorageError(f"publish {local_dir}: not a directory")
+        files: dict[str, dict] = {}
+        for root, dirs, names in os.walk(local_dir):
+            dirs.sort()
+            for n in sorted(names):
+                full = os.path.join(root, n)
+                rel = os.path.relpath(full, local_dir).replace(os.sep, "/")
+                if rel == MANIFEST:
+                    raise StorageError(f"publish {local_dir}: {MANIFEST} is reserved for the upload manifest")
+                _check_segments(rel, f"file name in {local_dir}", allow_slash=True)
+                files[rel] = {"sha256": sha256_file(full), "size": os.path.getsize(full)}
+        manifest = {"format": 1, "files": files, "sha256": sha256_path(local_dir)}
+        old = self.read_manifest(key_prefix)
+        if old is not None and old.get("files") == files and old.get("sha256") == manifest["sha256"]:
+            # Same content already published; still verify the objects are all there.
+            missing = [r for r in files if self._stat(f"{key_prefix}/{r}") is None]
+            if not missing:
+                return old
+        if old is not None:
+            self._call(f"withdraw {key_prefix}/{MANIFEST}", self.client.remove_object,
+                       self.settings.bucket, f"{key_prefix}/{MANIFEST}")
+        uploaded = 0
+        for rel, info in files.items():
+            res = self.put_file(os.path.join(local_dir, *rel.split("/")), f"{key_prefix}/{rel}", info["sha256"])
+            uploaded += res["uploaded"]
+        self._put_bytes(json.dumps(manifest, indent=1, sort_keys=True).encode(), f"{key_prefix}/{MANIFEST}")
+        # Objects left over from older content are not in the manifest, so readers ignore
+        # them; remove them anyway so the prefix holds exactly one copy of the artifact.
+        for key in self.list(key_prefix + "/"):
+            rel = key[len(key_prefix) + 1:]
+            if rel != MANIFEST and rel not in files:
+                self._call(f"remove stale {key}", self.client.remove_object, self.settings.bucket, key)
+        log.info("published %s (%d files, %d uploaded)", self.uri(key_prefix), len(files), uploaded)
+        return manifest
+
+    def get_dir(self, key_prefix: str, dest_dir: str) -> str:
+        """Download a published directory to ``dest_dir`` (atomically), checking every digest."""
+        manifest = self.read_manifest(key_prefix)
+        if manifest is None:
+            raise StorageError(f"download {key_prefix}/: {self._where()}: no {MANIFEST}, so the directory "
+                               "was never completely published; re-run the step that produces it")
+        with atomic_path(dest_dir) as tmp:
+            os.makedirs(tmp)
+            for rel, info in sorted(manifest["files"].items()):
+                parts = _check_segments(rel, f"manifest entry of {key_prefix}", allow_slash=True)
+                self.get_file(f"{key_prefix}/{rel}", os.path.join(tmp, *parts), expected_sha256=info["sha256"])
+            if sha256_path(tmp) != manifest["sha256"]:
+                raise StorageError(f"download {key_prefix}/: {self._where()}: tree digest does not match "
+                                   "the manifest; re-publish the directory")
+        return dest_dir
+
+
+# -- module functions used by components and rest.steps.data ---------------------------------------
+
+# The store the steps use when a call names none. The core never reads the environment: the
+# KFP side (rest_kfp.runtime.step, the CLI) reads it once per process and configures it here.
+_default_settings: S3Settings | None = None
+
+
+def configure(settings: S3Settings | None) -> None:
+    """Set the object store used when a call passes no settings (None: no store)."""
+    global _default_settings
+    _default_settings = settings
+
+
+def configured() -> S3Settings | None:
+    """The object store set by :func:`configure`, or None."""
+    return _default_settings
+
+
+def _store(settings: S3Settings | None, bucket: str | None = None) -> ArtifactStore:
+    settings = settings or _default_settings
+    if settings is None:
+        raise StorageError("an s3:// URI was given but no object store is configured; set REST_S3_ENDPOINT "
+                           "(or MLFLOW_S3_ENDPOINT_URL), AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    if bucket and bucket != settings.bucket:
+        settings = dataclasses.replace(settings, bucket=bucket)
+    return ArtifactStore(settings)
+
+
+def fetch_to_local(uri: str, dest_dir: str, settings: S3Settings | None = None) -> str:
+    """Download the object ``s3://bucket/key`` into ``dest_dir``; returns the local file path.
+
+    Settings (endpoint, credentials) come from the environment unless given; the bucket
+    comes from the URI.
+    """
+    bucket, key = parse_uri(uri)
+    store = _store(settings, bucket)
+    os.makedirs(dest_dir, exist_ok=True)
+    return store.get_file(key, os.path.join(dest_dir, key.rsplit("/", 1)[-1]))
+
+
+def fetch_dir_to_local(uri: str, dest_dir: str, settings: S3Settings | None = None) -> str:
+    """Download a directory published with a manifest at ``s3://bucket/prefix``.
+
+    It lands in ``dest_dir/<last part of prefix>``; returns that local directory.
+    """
+    bucket, key = parse_uri(uri)
+    store = _store(settings, bucket)
+    os.makedirs(dest_dir, exist_ok=True)
+    return store.get_dir(key, os.path.join(dest_dir, key.rsplit("/", 1)[-1]))
+
+
+def publish(local_path: str, run: str, g: int, i: int, name: str,
+            settings: S3Settings | None = None) -> dict | None:
+    """Publish a file or directory to ``<prefix>/<run>/<g>/<i>/<name>``.
+
+    Returns ``{"uri": "s3://...", "sha256": ...}`` (a directory's digest is
+    :func:`rest.services.files.sha256_path`), or None when no object store is configured, so a
+    local run works without one.
+    """
+    settings = settings or _default_settings
+    if settings is None:
+        return None
+    store = ArtifactStore(settings)
+    key = store.key_for(run, g, i, name)
+    if not os.path.exists(local_path):
+        raise StorageError(f"publish {local_path}: no such file or directory")
+    store.ensure_bucket()
+    if os.path.isdir(local_path):
+        digest = store.put_dir(local_path, key)["sha256"]
+    else:
+        digest = store.put_file(local_path, key)["sha256"]
+    return {"uri": store.uri(key), "sha256": digest}
