@@ -347,6 +347,7 @@ def _kfp_local_run(family: str, tmp_path, data) -> dict:
 
 
 @pytest.mark.pipeline
+@pytest.mark.slow  # ~60 s of task start-ups; the default tier runs every family through the core functions
 def test_tiny_kfp_local_run_marian(tmp_path, splits):
     _kfp_local_run("marian", tmp_path, splits)
 

@@ -43,7 +43,7 @@ CHILD = textwrap.dedent("""
             return wrapped
         if hasattr(rest.steps.sample, "generate_with"):  # the backend switch (hf | ctranslate2)
             _gw = rest.steps.sample.generate_with
-            rest.steps.sample.generate_with = lambda backend: dying(_gw(backend))
+            rest.steps.sample.generate_with = lambda *a, **kw: dying(_gw(*a, **kw))
         else:
             rest.steps.sample.generate = dying(rest.steps.sample.generate)
     from rest.config import FinetuneConfig, SampleConfig

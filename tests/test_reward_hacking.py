@@ -75,9 +75,10 @@ def test_stop_fails_the_step_and_writes_nothing(repetitive_set, tmp_path):
 
 
 def test_no_flag_when_the_true_metric_does_not_fall():
-    from rest.steps.finetune import reward_hacking
+    from rest.rewards.spec import is_reward_hacking
 
-    info = {"start_valid_reward": 0.4, "best_valid_reward": 0.5, "start_valid_true": 0.40, "best_valid_true": 0.399}
-    assert not reward_hacking(info, 0.002)
-    assert reward_hacking({**info, "best_valid_true": 0.39}, 0.002)
-    assert not reward_hacking({**info, "best_valid_true": None}, 0.0)
+    # The one rule (finetune's guard, the summary and bench/quality use it): reward up, metric down by > tolerance.
+    assert not is_reward_hacking(0.4, 0.5, 0.40, 0.399, 0.002)
+    assert is_reward_hacking(0.4, 0.5, 0.40, 0.39, 0.002)
+    assert not is_reward_hacking(0.4, 0.5, 0.40, None, 0.0)
+    assert not is_reward_hacking(0.5, 0.4, 0.40, 0.30, 0.002)  # the reward fell: not hacking

@@ -59,7 +59,7 @@ def sentinels(tmp_path):
                 f.write("do not touch\n")
         made.append(base)
     before = [_tree_digest(p) for p in made]
-    project_file = os.path.join(REPO, "rest", "sandbox.py")
+    project_file = os.path.join(REPO, "rest", "rewards", "sandbox.py")
     project_before = os.stat(project_file).st_mtime_ns
     yield {"repo": made[0], "tmp": made[1], "project_file": project_file}
     try:

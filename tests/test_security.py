@@ -186,7 +186,7 @@ def test_no_secret_in_compiled_yaml_errors_logs_or_params(tmp_path, monkeypatch,
 
     # 2. A storage error (nothing listens at the endpoint): not in the message, traceback or logs.
     caplog.set_level(logging.DEBUG)
-    settings = dataclasses.replace(storage.S3Settings.from_env(), max_retries=1, backoff_seconds=0.01,
+    settings = dataclasses.replace(storage.S3Settings.from_env(os.environ), max_retries=1, backoff_seconds=0.01,
                                    timeout_seconds=2)
     assert SECRET not in repr(settings) and ACCESS not in repr(settings)
     src = tmp_path / "f.txt"

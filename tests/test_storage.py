@@ -191,6 +191,9 @@ def test_load_pairs_from_s3(s3_server, tmp_path, monkeypatch):
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("REST_S3_BUCKET", "datasets")
     monkeypatch.delenv("REST_S3_PREFIX", raising=False)
+    # The core reads no environment: the KFP side (a component's step(), the CLI) configures the
+    # store from it, as here.
+    monkeypatch.setattr(storage, "_default_settings", storage.S3Settings.from_env(os.environ))  # = configure()
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text("id\tde\ten\na\tHallo Welt\tHello world\nb\tGuten Tag\tGood day\n", encoding="utf-8")
     res = storage.publish(str(tsv), "data", 0, 0, "pairs.tsv")
