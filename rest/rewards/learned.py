@@ -9,10 +9,10 @@ uses the reward for. The epoch is picked on a selection split and the reported �
 from a separate test split of other sources: a figure picked as the best of several epochs
 on one split is biased upward on that split.
 
-One pair encoding (:func:`encode_pairs` + :func:`collate`) serves training and
-:class:`rest.rewards.metrics.LearnedReward`, so a saved model is scored exactly as it was trained::
-
-    [<s>] source [</s>] candidate [</s>]      token_type_ids 0 … 0 1 … 1
+This module is the training (data, splits, loop, calibration plot, stats). Loading a
+trained model and scoring with it is :mod:`rest.rewards.reward_model`, whose pair encoding
+(:func:`encode_pairs` + :func:`collate`) training uses too, so a saved model is scored
+exactly as it was trained.
 """
 from __future__ import annotations
 
@@ -30,12 +30,16 @@ from typing import Sequence
 import numpy as np
 
 from rest.config import RewardModelConfig
+from rest.rewards.metrics import get_reward
+from rest.rewards.reward_model import (ENCODING, INFO_FILE, accepts_token_types, collate, encode_pairs,
+                                       length_batches, pair_special_ids, read_info)
 from rest.services.files import atomic_path, read_jsonl
 
-log = logging.getLogger(__name__)
+__all__ = ["ENCODING", "INFO_FILE", "SELECTION", "TEST", "TRAIN", "accepts_token_types", "collate", "correlations",
+           "encode_pairs", "kendall_tau_b", "length_batches", "load_pairs", "pair_special_ids", "predict",
+           "read_info", "spearman_rho", "split_by_source", "split_selection_test", "train_reward_model"]
 
-INFO_FILE = "rest_reward_model.json"   # beside the weights: what the model predicts and how pairs are encoded
-ENCODING = "rest-pair-v1"
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- correlations
@@ -72,99 +76,6 @@ def correlations(pred: Sequence[float], true: Sequence[float]) -> dict[str, floa
 
 def _finite_or_none(v):
     return None if v is None or v != v else float(v)
-
-
-# --------------------------------------------------------------------------- pair encoding
-
-def pair_special_ids(tokenizer) -> dict[str, int]:
-    """The start, separator and padding ids of a tokenizer (``<s>``/``[CLS]``, ``</s>``/``[SEP]``)."""
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
-    sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-    if start is None:  # T5 and Marian tokenizers have neither <s> nor [CLS]: </s> opens the pair too
-        start = sep
-    pad = tokenizer.pad_token_id
-    missing = [n for n, v in (("start (bos/cls)", start), ("separator (eos/sep)", sep), ("pad", pad)) if v is None]
-    if missing:
-        raise ValueError(f"the reward model's tokenizer has no {', '.join(missing)} token; pairs cannot be encoded")
-    return {"start_id": int(start), "sep_id": int(sep), "pad_id": int(pad)}
-
-
-def _fit(ls: int, lc: int, budget: int) -> tuple[int, int]:
-    """Lengths of source and candidate kept within ``budget`` tokens, cutting the longer side first."""
-    if ls + lc <= budget:
-        return ls, lc
-    half = budget // 2
-    if ls <= half:
-        return ls, budget - ls
-    if lc <= half:
-        return budget - lc, lc
-    # Both long: split evenly, the longer side gets the odd token.
-    return (budget - half, half) if ls >= lc else (half, budget - half)
-
-
-def encode_pairs(tokenizer, sources: Sequence[str], candidates: Sequence[str],
-                 max_length: int) -> list[tuple[list[int], list[int]]]:
-    """``(input_ids, token_type_ids)`` per pair: ``<s> source </s> candidate </s>``, at most ``max_length``."""
-    if len(sources) != len(candidates):
-        raise ValueError(f"encode_pairs: {len(sources)} sources for {len(candidates)} candidates")
-    if max_length < 4:
-        raise ValueError(f"encode_pairs: max_length {max_length} leaves no room for the pair")
-    sp = pair_special_ids(tokenizer)
-    src = tokenizer(list(sources), add_special_tokens=False)["input_ids"]
-    # Candidates are target-language text: a Marian policy's tokenizer segments them with its target model.
-    cand = tokenizer(text_target=list(candidates), add_special_tokens=False)["input_ids"]
-    out = []
-    for s, c in zip(src, cand):
-        ls, lc = _fit(len(s), len(c), max_length - 3)
-        ids = [sp["start_id"], *s[:ls], sp["sep_id"], *c[:lc], sp["sep_id"]]
-        out.append((ids, [0] * (ls + 2) + [1] * (lc + 1)))
-    return out
-
-
-def collate(encoded: Sequence[tuple[list[int], list[int]]], batch: Sequence[int], pad_id: int,
-            token_types: bool = True) -> dict:
-    """Right-padded tensors (``input_ids``, ``token_type_ids``, ``attention_mask``) for one batch.
-
-    ``token_types=False`` leaves out ``token_type_ids`` for models without segment
-    embeddings (e.g. an mBART policy loaded as a classifier).
-    """
-    import torch
-
-    width = max(len(encoded[i][0]) for i in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    types = torch.zeros((len(batch), width), dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, i in enumerate(batch):
-        toks, tt = encoded[i]
-        ids[row, :len(toks)] = torch.tensor(toks)
-        types[row, :len(tt)] = torch.tensor(tt)
-        mask[row, :len(toks)] = 1
-    out = {"input_ids": ids, "attention_mask": mask}
-    if token_types:
-        out["token_type_ids"] = types
-    return out
-
-
-def accepts_token_types(model) -> bool:
-    """Whether the model's forward takes ``token_type_ids`` (BERT does; mBART does not)."""
-    import inspect
-
-    return "token_type_ids" in inspect.signature(model.forward).parameters
-
-
-def length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random | None) -> list[list[int]]:
-    """Batches of ``batch_size`` pairs of similar length (shuffled with ``rng``; sorted without)."""
-    idx = list(range(len(lengths)))
-    if rng is None:
-        idx.sort(key=lambda i: (lengths[i], i))
-        return [idx[k:k + batch_size] for k in range(0, len(idx), batch_size)]
-    rng.shuffle(idx)
-    # Sort within large random chunks: little padding, yet different batches every epoch.
-    chunk = 50 * batch_size
-    idx = [i for k in range(0, len(idx), chunk) for i in sorted(idx[k:k + chunk], key=lambda i: lengths[i])]
-    batches = [idx[k:k + batch_size] for k in range(0, len(idx), batch_size)]
-    rng.shuffle(batches)
-    return batches
 
 
 def predict(model, encoded, pad_id: int, batch_size: int = 128, token_types: bool = True) -> np.ndarray:
@@ -390,7 +301,6 @@ def train_reward_model(scored_paths: list[str], cfg: RewardModelConfig, out_dir:
     import torch
 
     from rest.model.device import Meter, cpu_threads, resolve
-    from rest.rewards.metrics import get_reward
 
     t0 = time.time()
     device = resolve(cfg.device, "reward_model.device")
@@ -524,12 +434,3 @@ def train_reward_model(scored_paths: list[str], cfg: RewardModelConfig, out_dir:
 
 def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
-
-
-def read_info(path: str) -> dict | None:
-    """The model's ``rest_reward_model.json`` (None for a foreign checkpoint)."""
-    p = os.path.join(path, INFO_FILE)
-    if not os.path.exists(p):
-        return None
-    with open(p, encoding="utf-8") as f:
-        return json.load(f)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import functools
 import importlib
-from typing import Callable, Sequence
 
-RewardFn = Callable[[Sequence[str], Sequence[str], Sequence[str]], list[float]]
+from rest.rewards.base import RewardError, RewardFn
+from rest.rewards.reward_model import LearnedReward
+
+__all__ = ["BINARY_REWARDS", "LearnedReward", "RewardError", "RewardFn", "compute", "get_reward", "is_binary",
+           "names", "other_metric", "register", "reward_options"]
+
 _REGISTRY: dict[str, RewardFn] = {}
-
-
-class RewardError(ValueError):
-    """Unknown reward name, a dotted path that does not import, or a bad return value."""
 
 
 def register(name: str):
@@ -154,77 +154,3 @@ def compute(fn: RewardFn, sources, candidates, references) -> list[float]:
             raise RewardError(f"reward returned a non-finite value {v}")
         out.append(v)
     return out
-
-
-class LearnedReward:
-    """A Hugging Face sequence-classification model scoring (source, candidate) pairs.
-
-    Reference-free: the reference is ignored, so sources without a translation can be
-    scored. A model trained by :mod:`rest.rewards.learned` (it has ``rest_reward_model.json``)
-    gets its pairs encoded exactly as in training; a foreign checkpoint gets its own
-    tokenizer's pair encoding. The single logit is clamped to [0, 1] for a regressor
-    (``problem_type == "regression"``) and squashed with a sigmoid otherwise. ``path`` may
-    be an ``s3://`` prefix (downloaded like a policy).
-    """
-
-    reference_free = True
-
-    def __init__(self, path: str, batch_size: int = 128, device: str = "auto"):
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from rest.model.policy import resolve_policy
-        from rest.model.policy import check_policy_dir
-        from rest.rewards.learned import read_info
-
-        if not path:
-            raise RewardError("reward 'reward_model' needs the model directory (score.reward_model_path); "
-                              "train one with `python -m rest reward-model`")
-        path = resolve_policy(path) if path.startswith("s3://") else path
-        check_policy_dir(path)
-        self.path = path
-        self.info = read_info(path)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True,
-                                                                        dtype=torch.float32).eval()
-        self.batch_size = batch_size
-        self._torch = torch
-        self.place(device)
-
-    def place(self, device: str = "auto", where: str = "score.device"):
-        """Score on ``device`` (auto: a CUDA GPU when torch sees one, else the CPU); returns the device."""
-        from rest.model.device import resolve
-
-        self.device = resolve(device, where)
-        self.model.to(self.device)
-        return self.device
-
-    def _inputs(self, sources, candidates) -> list[tuple[list[int], dict]]:
-        """(candidate indices, model inputs) per batch."""
-        if self.info is not None:
-            from rest.rewards.learned import collate, encode_pairs, length_batches
-
-            enc = self.info["encoding"]
-            encoded = encode_pairs(self.tokenizer, sources, candidates, enc["max_length"])
-            return [(b, collate(encoded, b, enc["pad_id"], enc.get("token_type_ids", True)))
-                    for b in length_batches([len(e[0]) for e in encoded], self.batch_size, None)]
-        return [(list(range(k, min(k + self.batch_size, len(candidates)))),
-                 self.tokenizer(list(sources[k:k + self.batch_size]), list(candidates[k:k + self.batch_size]),
-                                return_tensors="pt", padding=True, truncation=True, max_length=256))
-                for k in range(0, len(candidates), self.batch_size)]
-
-    def __call__(self, sources, candidates, references=None) -> list[float]:
-        torch = self._torch
-        if len(sources) != len(candidates):
-            raise RewardError(f"reward_model: {len(sources)} sources for {len(candidates)} candidates")
-        out = [0.0] * len(candidates)
-        with torch.inference_mode():
-            for batch, enc in self._inputs(list(sources), list(candidates)):
-                logits = self.model(**{k: v.to(self.device) for k, v in enc.items()}).logits[:, 0].float()
-                if self.model.config.problem_type == "regression":
-                    logits = logits.clamp(0.0, 1.0)
-                else:
-                    logits = torch.sigmoid(logits)
-                for i, v in zip(batch, logits.tolist()):
-                    out[i] = v
-        return out
