@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from rest.config import LoopConfig
+from rest.rewards.metrics import get_reward, is_binary, reward_options
 
 # Tolerances of the one rule, by the held-out metric's scale. A sentence-level metric in
 # [0, 1] (the true metric beside the training reward) falls when it drops by more than
@@ -53,8 +54,6 @@ class RewardSpec:
         if loop_cfg is not None:
             guard = {"on_reward_hacking": loop_cfg.on_reward_hacking,
                      "hacking_tolerance": loop_cfg.hacking_tolerance, **guard}
-        from rest.rewards.metrics import reward_options
-
         options = tuple(sorted(reward_options(score_cfg.reward, score_cfg).items()))
         return cls(reward=score_cfg.reward, reward_model_path=score_cfg.reward_model_path,
                    allow_code_reward=score_cfg.allow_code_reward, true_metric=score_cfg.true_metric,
@@ -74,8 +73,6 @@ class RewardSpec:
         """The reference-based metric that picks BC's checkpoints and decides promotion in the
         registry: the reward itself when it compares with the references (a verifiable reward checks
         against them too), else the true metric."""
-        from rest.rewards.metrics import is_binary
-
         if self.reward in REFERENCE_METRICS or is_binary(self.reward):
             return self.reward
         return self.true_metric if self.true_metric in REFERENCE_METRICS else "chrf"
@@ -86,8 +83,6 @@ class RewardSpec:
 
     def functions(self):
         """(training reward function, true metric function or None)."""
-        from rest.rewards.metrics import get_reward
-
         fn = get_reward(self.reward, self.reward_model_path, self.allow_code_reward, options=dict(self.options))
         true = get_reward(self.true_metric) if self.has_true_metric else None
         return fn, true
