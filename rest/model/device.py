@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import resource
 import sys
@@ -118,9 +119,16 @@ def cpu_threads(device, threads: int) -> None:
     On a GPU the CPU only feeds it; the thread count is left to torch.
     """
     if not is_cuda(device):
-        from rest.model.policy import set_threads
-
         set_threads(threads)
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads for torch (0 = all cores)."""
+    import torch
+
+    n = threads or os.cpu_count() or 1
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def place(model, setting: str, threads: int = 0, where: str = "device"):

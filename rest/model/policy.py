@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 
 import torch
 
+from rest.model.device import set_threads  # noqa: F401  (lives with the device code; callers import it here too)
 from rest.services.files import atomic_path, read_json
 
 log = logging.getLogger(__name__)
@@ -27,13 +28,6 @@ SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, mBART's order
 
 class PolicyError(ValueError):
     """A model directory cannot be used as a policy; the message says why."""
-
-
-def set_threads(threads: int) -> None:
-    """Use ``threads`` CPU threads for torch (0 = all cores)."""
-    n = threads or os.cpu_count() or 1
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
 
 
 def check_policy_dir(path: str) -> None:
