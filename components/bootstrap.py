@@ -18,13 +18,14 @@ def bootstrap_op(config: dict, reward: str, initial_policy: str, data: Input[Dat
     from rest.steps.data import PreparedData
     from rest.steps.bootstrap import bootstrap
     from rest.config import BootstrapConfig, section_from_dict
-    from rest_kfp.runtime import step
+    from rest_kfp.runtime import resume_uri, step
 
     cfg = replace(section_from_dict(BootstrapConfig, config, "bootstrap"), policy=initial_policy)
     with step("bootstrap") as s:
         info = bootstrap(cfg, PreparedData.at(data.path).train, PreparedData.at(data.path).valid,
                          policy.path, reward=reward, checkpoint_dir=policy.path + ".ckpt",
-                         tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None, languages=languages)
+                         tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None, languages=languages,
+                         resume_uri=resume_uri())
         policy.metadata.update({"trained": info["trained"], "kind": "bc"})
         if "translation" in info:
             policy.metadata["translation"] = info["translation"]

@@ -16,18 +16,20 @@ def finetune_op(config: dict, score_config: dict, on_reward_hacking: str, hackin
     from rest.steps.data import PreparedData
     from rest.config import FinetuneConfig, section_from_dict
     from rest.steps.finetune import improve
-    from rest_kfp.runtime import reward_spec
+    from rest_kfp.runtime import resume_uri, reward_spec
     from rest_kfp.runtime import step
 
     cfg = section_from_dict(FinetuneConfig, config, "finetune")
     reward = reward_spec(score_config, reward_model, on_reward_hacking=on_reward_hacking,
                          hacking_tolerance=hacking_tolerance)
     with step("finetune", g=grow_step, i=improve_step) as s:
+        # Checkpoints go beside the output and, with an object store, under the run's prefix:
+        # a retried (preempted) pod resumes from the last one even on a fresh disk.
         info = improve(policy.path, filtered.path, PreparedData.at(data.path).valid, cfg, improve_step,
                        improved.path, reward=reward, checkpoint_dir=improved.path + ".ckpt",
                        lineage={"grow_step": grow_step, "threshold": filtered.metadata.get("threshold_used")},
                        base_dir=base_policy.path if base_policy is not None else None,
-                       train_path=PreparedData.at(data.path).train)
+                       train_path=PreparedData.at(data.path).train, resume_uri=resume_uri())
         improved.metadata.update({"optimizer_steps": info["optimizer_steps"], "reward_hacking": info["reward_hacking"],
                                   "rolled_back": bool(info.get("rolled_back")),
                                   "best_valid_reward": info["best_valid_reward"], "g": grow_step, "i": improve_step})
@@ -57,7 +59,7 @@ def control_op(config: dict, score_config: dict, on_reward_hacking: str, hacking
     from rest.steps.finetune import control as run_control
     from rest.steps.finetune import run_steps
     from rest.model.policy import policy_info
-    from rest_kfp.runtime import reward_spec
+    from rest_kfp.runtime import resume_uri, reward_spec
     from rest_kfp.runtime import step
 
     cfg = section_from_dict(FinetuneConfig, config, "finetune")
@@ -70,7 +72,8 @@ def control_op(config: dict, score_config: dict, on_reward_hacking: str, hacking
         # The Grow sources' references, or train when data.grow gave a separate (e.g. answer-only) pool.
         info = run_control(bc_policy.path, PreparedData.at(data.path).control, PreparedData.at(data.path).valid,
                            cfg, total, control.path, reward=reward, checkpoint_dir=control.path + ".ckpt",
-                           rest_checks=improve_steps * cfg.epochs, guard=on_reward_hacking == "rollback")
+                           rest_checks=improve_steps * cfg.epochs, guard=on_reward_hacking == "rollback",
+                           resume_uri=resume_uri())
         control.metadata.update({"optimizer_steps": info["optimizer_steps"], "control": True})
         s.metric(optimizer_steps=info["optimizer_steps"], best_valid_reward=info["best_valid_reward"])
         s.device(info, control)

@@ -13,14 +13,15 @@ def sample_op(config: dict, grow_step: int, shard_index: int, num_shards: int, p
 
     from rest.steps.data import PreparedData
     from rest.config import SampleConfig, section_from_dict
-    from rest_kfp.runtime import step
+    from rest_kfp.runtime import resume_uri, step
     from rest.steps.sample import grow
 
     cfg = section_from_dict(SampleConfig, config, "sample")
     with step("sample", g=grow_step) as s:
-        # Chunks of an interrupted attempt live beside the output, so a retry redoes only what is missing.
+        # Chunks of an interrupted attempt live beside the output and, with an object store, under
+        # the run's prefix: a retry, on this disk or a fresh pod's, redoes only what is missing.
         stats = grow(policy.path, PreparedData.at(data.path).grow, cfg, grown.path, grow_step,
-                     shard_index=shard_index, num_shards=num_shards)
+                     shard_index=shard_index, num_shards=num_shards, resume_uri=resume_uri())
         grown.metadata.update({k: stats[k] for k in ("rows", "sources", "policy_id", "grow", "shard")})
         s.metric(candidates_per_s=stats["candidates_per_s"], grown_rows=stats["rows"])
         s.device(stats, grown)  # device, peak memory, sampling rate

@@ -138,6 +138,21 @@ class Step:
         (self.parent_files if to_parent else self.files).append(path)
 
 
+def resume_uri() -> str | None:
+    """Where this run's steps keep resumable state (checkpoints, Grow chunks) in the project's
+    object store: ``s3://<bucket>/<prefix>/<run>/resume``; None when no store is configured.
+
+    Keyed by the pipeline run, so a retried task (a preempted pod, same run) resumes on a
+    fresh disk, and a new run starts clean.
+    """
+    settings = s3_settings()
+    if settings is None:
+        return None
+    from rest.services import storage
+
+    return storage.resume_uri(pipeline_run(), settings)
+
+
 def s3_settings():
     if not os.environ.get("REST_S3_ENDPOINT") and not os.environ.get("MLFLOW_S3_ENDPOINT_URL"):
         return None

@@ -189,25 +189,30 @@ def plan(device_setting: str = "auto", precision: str = "auto", processes: str =
 
 def train_parallel(model, tokenizer, rows, valid_rows, spec, reward_fn, *, device, amp: Amp, processes: int,
                    policy_dir: str = "", trust_remote_code: bool = False, threads: int = 0,
-                   checkpoint_dir: str | None = None, weights=None, fingerprint: str = "", true_fn=None):
+                   checkpoint_dir: str | None = None, weights=None, fingerprint: str = "", true_fn=None,
+                   resume_uri: str | None = None):
     """``train_nll`` on ``processes`` processes (this one is rank 0); returns rank 0's TrainResult.
 
     With one process it is ``train_nll`` on ``device`` with ``amp``. With more, ranks 1..N-1
     load ``policy_dir`` (the policy ``model`` was loaded from) and train in step with this
     process; ``model`` ends with the trained (best) weights, as with one process.
+    ``resume_uri``: the run's resume root in the object store (see ``train_nll``).
     """
-    from rest.model.train import train_nll
+    from rest.model.train import checkpoint_store, fetch_checkpoint, train_nll
 
     if processes <= 1:
         return train_nll(model, tokenizer, rows, valid_rows, spec, reward_fn, checkpoint_dir=checkpoint_dir,
                          weights=weights, fingerprint=fingerprint, true_fn=true_fn,
-                         runtime=TrainRuntime(device=device, amp=amp))
+                         runtime=TrainRuntime(device=device, amp=amp), resume_uri=resume_uri)
     if not policy_dir:
         raise ValueError("data-parallel training needs the policy directory the other processes load")
     import torch
     import torch.distributed as dist
     import torch.multiprocessing as mp
 
+    # Every rank reads the checkpoint from the local disk: fetch the uploaded one (a fresh
+    # pod) before the other ranks start, so none of them races the download.
+    fetch_checkpoint(checkpoint_store(checkpoint_dir, resume_uri, fingerprint, spec.label), fingerprint, spec.label)
     backend = "nccl" if is_cuda(device) else "gloo"
     per_process = _threads_per_process(threads, processes) if not is_cuda(device) else 0
     rendezvous = tempfile.mkdtemp(prefix="rest-ddp-")
@@ -234,7 +239,8 @@ def train_parallel(model, tokenizer, rows, valid_rows, spec, reward_fn, *, devic
         try:
             result = train_nll(model, tokenizer, rows, valid_rows, spec, reward_fn, checkpoint_dir=checkpoint_dir,
                                weights=weights, fingerprint=fingerprint, true_fn=true_fn,
-                               runtime=TrainRuntime(device=device, amp=amp, rank=0, world=processes))
+                               runtime=TrainRuntime(device=device, amp=amp, rank=0, world=processes),
+                               resume_uri=resume_uri)
         finally:
             dist.destroy_process_group()
         while not ctx.join():

@@ -2,7 +2,9 @@
 
 Batches are length-bucketed by tokens; the best state by validation reward is kept; a
 resumable checkpoint is written atomically every few steps, so a killed step re-run with
-the same inputs continues where it stopped and ends with the same number of steps.
+the same inputs continues where it stopped and ends with the same number of steps. With
+the run's object store (``resume_uri``), each checkpoint is also uploaded, so a retry on a
+fresh disk (a rescheduled pod) continues too (:mod:`rest.services.resume`).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from rest.services.files import atomic_path
+from rest.services.resume import ResumeStore
 from rest.model.policy import lr_at, token_batches, token_lengths
 
 log = logging.getLogger(__name__)
@@ -138,9 +140,54 @@ def _loss(model, input_ids, attn, dec_in, labels, w):
     return (tok_loss * mask).sum() / (labels != -100).sum().clamp(min=1), int((labels != -100).sum())
 
 
+CHECKPOINT = "train_state.pt"
+
+
+def checkpoint_store(checkpoint_dir: str | None, resume_uri: str | None, fingerprint: str,
+                     label: str = "train") -> ResumeStore | None:
+    """The resumable checkpoint's store: ``checkpoint_dir``, mirrored under ``resume_uri`` when given.
+
+    None without a ``checkpoint_dir`` (no checkpoints at all). The remote copy is keyed by
+    the training fingerprint, so only a run with exactly these inputs ever downloads it.
+    """
+    if not checkpoint_dir:
+        return None
+    return ResumeStore(checkpoint_dir, resume_uri, fingerprint or "nofingerprint", label=label)
+
+
+def _read_checkpoint(path: str, fingerprint: str, label: str) -> dict | None:
+    """The saved training state at ``path`` when it was made for ``fingerprint``, else None (logged)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        saved = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as e:  # unreadable (another torch version, a damaged disk): start afresh
+        log.warning("%s: ignoring unreadable checkpoint %s (%s)", label, path, e)
+        return None
+    if saved.get("fingerprint") != fingerprint:
+        log.warning("%s: ignoring checkpoint made for other inputs", label)
+        return None
+    return saved
+
+
+def fetch_checkpoint(store: ResumeStore | None, fingerprint: str, label: str) -> dict | None:
+    """The usable checkpoint: the local one, else the copy in the object store (downloaded first).
+
+    A local file made for other inputs (or unreadable) is replaced by the remote copy.
+    """
+    if store is None:
+        return None
+    path = store.path(CHECKPOINT)
+    saved = _read_checkpoint(path, fingerprint, label)
+    if saved is None and store.mirrored and store.pull([CHECKPOINT], replace=True):
+        saved = _read_checkpoint(path, fingerprint, label)
+    return saved
+
+
 def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict], spec: TrainSpec,
               reward_fn: Callable, checkpoint_dir: str | None = None, weights: Sequence[float] | None = None,
-              fingerprint: str = "", true_fn: Callable | None = None, runtime=None) -> TrainResult:
+              fingerprint: str = "", true_fn: Callable | None = None, runtime=None,
+              resume_uri: str | None = None) -> TrainResult:
     """Train ``model`` in place with (optionally reward-weighted) NLL; restore the best state.
 
     Validation: mean reward of greedy outputs on ``valid_rows``, checked every
@@ -151,6 +198,11 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
     ``runtime`` (:class:`rest.model.distributed.TrainRuntime`) says where it computes: the
     device, mixed precision and, data-parallel, this process's rank (default: this process
     alone, on the CPU, fp32). Only rank 0 validates and writes checkpoints.
+
+    ``resume_uri`` (the run's resume root in the object store, or None): rank 0 uploads each
+    checkpoint there (in the background, every ``checkpoint_every`` steps as locally) and,
+    finding no usable local checkpoint, starts from the uploaded one. The caller removes
+    the uploaded state once its outputs are written (``checkpoint_store(...).clear()``).
     """
     from rest.model.distributed import TrainRuntime
     from rest.model.policy import decoder_start_id, max_tokens
@@ -178,31 +230,28 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
     rt = runtime if runtime is not None else TrainRuntime()
     net = rt.prepare(model)  # the model on its device (the DDP wrapper when data-parallel)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, betas=(0.9, 0.98), weight_decay=0.0)
-    ckpt_path = os.path.join(checkpoint_dir, "train_state.pt") if checkpoint_dir else None
+    # Only rank 0 talks to the object store; the other ranks read the local file, which
+    # train_parallel fetched before they started.
+    store = checkpoint_store(checkpoint_dir, resume_uri if rt.is_main else None, fingerprint, spec.label)
 
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_reward": float("-inf"),
              "best_step": 0, "best_true": None, "bad_checks": 0, "history": [], "losses": [], "tokens": 0, "elapsed": 0.0}
     resume_rng = None
-    if ckpt_path and os.path.exists(ckpt_path):
-        try:
-            saved = torch.load(ckpt_path, weights_only=False, map_location="cpu")
-        except Exception as e:  # unreadable (another torch version, a damaged disk): start afresh
-            log.warning("%s: ignoring unreadable checkpoint %s (%s)", spec.label, ckpt_path, e)
-            saved = {}
-        if saved.get("fingerprint") == fingerprint:
-            model.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["optimizer"])
-            state = saved["state"]
-            resume_rng = saved.get("rng_state")
-            rt.load_extra_state(saved)
-            log.info("%s: resuming from checkpoint at step %d", spec.label, state["step"])
-        else:
-            log.warning("%s: ignoring checkpoint made for other inputs", spec.label)
+    saved = fetch_checkpoint(store, fingerprint, spec.label)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        resume_rng = saved.get("rng_state")
+        rt.load_extra_state(saved)
+        log.info("%s: resuming from checkpoint at step %d", spec.label, state["step"])
+    del saved  # the loaded copy of the optimizer state is not needed any more
 
     def save_checkpoint():
-        if not ckpt_path or not rt.is_main:
+        if store is None or not rt.is_main:
             return
-        with atomic_path(ckpt_path) as tmp:
+        # The upload runs beside the next steps; the next save waits for it.
+        with store.saving(CHECKPOINT, background=True) as tmp:
             # The RNG state too: dropout after a resume draws the masks an unbroken run would.
             torch.save({"fingerprint": fingerprint, "model": model.state_dict(),
                         "optimizer": opt.state_dict(), "state": state, "rng_state": torch.get_rng_state(),
@@ -294,6 +343,8 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
     if spec.eval_every and (not state["history"] or state["history"][-1]["step"] != state["step"]):
         check(state["step"])
     elapsed = time.time() - start
+    if store is not None:
+        store.wait()  # the last checkpoint is in the object store before the caller goes on
     if state["best"] is not None:
         model.load_state_dict(state["best"])
     model.eval()

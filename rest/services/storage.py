@@ -269,6 +269,16 @@ class ArtifactStore:
                 self.settings.bucket, prefix=prefix, recursive=True))
         return self._call(f"list {prefix or '/'}", names)
 
+    def remove_prefix(self, prefix: str) -> int:
+        """Remove every object under ``prefix`` (which must end with '/'); returns how many."""
+        _check_segments(prefix.rstrip("/"), "prefix", allow_slash=True)
+        if not prefix.endswith("/"):
+            raise StorageError(f"remove {prefix!r}: give a prefix ending with '/', so no sibling matches it")
+        keys = self.list(prefix)
+        for key in keys:
+            self._call(f"remove {key}", self.client.remove_object, self.settings.bucket, key)
+        return len(keys)
+
     # -- files ----------------------------------------------------------------------------
 
     def put_file(self, local_path: str, key: str, digest: str | None = None) -> dict:
@@ -452,6 +462,19 @@ def fetch_dir_to_local(uri: str, dest_dir: str, settings: S3Settings | None = No
     store = _store(settings, bucket)
     os.makedirs(dest_dir, exist_ok=True)
     return store.get_dir(key, os.path.join(dest_dir, key.rsplit("/", 1)[-1]))
+
+
+def resume_uri(run: str, settings: S3Settings | None = None) -> str | None:
+    """The run's root for resumable state, ``s3://<bucket>/<prefix>/<run>/resume``; None without a store.
+
+    Under the run, beside its artifacts: a retried task of the same run finds it, another
+    run does not (see :mod:`rest.services.resume`).
+    """
+    settings = settings or _default_settings
+    if settings is None:
+        return None
+    _check_segments(run, "run", allow_slash=False)
+    return f"s3://{settings.bucket}/{settings.prefix}/{run}/resume"
 
 
 def publish(local_path: str, run: str, g: int, i: int, name: str,

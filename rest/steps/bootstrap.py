@@ -22,7 +22,7 @@ from rest.model.families import record as record_translation
 from rest.model.policy import (resolve_policy, build_model, check_policy_dir, fingerprint, policy_info, save_policy,
                      train_tokenizer)
 from rest.rewards.metrics import get_reward
-from rest.model.train import TrainSpec, train_nll
+from rest.model.train import TrainSpec, checkpoint_store, train_nll
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,15 @@ def training_fingerprint(cfg: BootstrapConfig, train_path: str, valid_path: str)
 
 def bootstrap(cfg: BootstrapConfig, train_path: str, valid_path: str, out_dir: str,
               reward: str = "chrf", checkpoint_dir: str | None = None, threads: int = 0,
-              tracking_uri: str | None = None, languages=None) -> dict:
+              tracking_uri: str | None = None, languages=None, resume_uri: str | None = None) -> dict:
     """Write the starting policy to ``out_dir``; returns its info (lineage, training record).
 
     ``languages``: the ``data`` config (or a dict of its language fields: source_lang, target_lang,
     their ``_code`` overrides, source_prefix and the column names). A given seq2seq policy gets
     its translation settings resolved from them once, here, and recorded in its directory
-    (``rest.model.families``); every later step translates the way it says.
+    (``rest.model.families``); every later step translates the way it says. ``resume_uri``:
+    the run's resume root in the object store; training checkpoints are mirrored there
+    (``rest.model.train.train_nll``) and removed once the policy is saved.
     """
     if cfg.policy:
         src = resolve_policy(cfg.policy, tracking_uri=tracking_uri)
@@ -77,10 +79,11 @@ def bootstrap(cfg: BootstrapConfig, train_path: str, valid_path: str, out_dir: s
                      valid_max_length_ratio=cfg.valid_max_length_ratio, valid_backend=cfg.valid_backend)
     # On a GPU: bf16 autocast where it has bf16 (else fp16, loss-scaled); fp32 on the CPU.
     runtime = TrainRuntime(device=device, amp=amp_for(device, "auto", "bootstrap.precision"))
+    key = training_fingerprint(cfg, train_path, valid_path)
     with Meter(device) as meter:
         result = train_nll(model, tokenizer, train_rows, valid_rows, spec, get_reward(reward),
-                           checkpoint_dir=checkpoint_dir,
-                           fingerprint=training_fingerprint(cfg, train_path, valid_path), runtime=runtime)
+                           checkpoint_dir=checkpoint_dir, fingerprint=key, runtime=runtime,
+                           resume_uri=resume_uri)
     if is_cuda(device):
         model.to("cpu")  # saved from the CPU, as on a CPU run
     info = {"kind": "bc", "optimizer_steps_since_bc": 0, "parameters": n_params,
@@ -92,6 +95,9 @@ def bootstrap(cfg: BootstrapConfig, train_path: str, valid_path: str, out_dir: s
                             "history": result.history, "precision": runtime.amp.name,
                             **meter.record(tokens_per_s=result.tokens_per_s)}}
     save_policy(model, tokenizer, out_dir, info)
+    store = checkpoint_store(checkpoint_dir, resume_uri, key, "bootstrap")
+    if store is not None:
+        store.clear()  # the policy is saved: the uploaded checkpoint has served
     return {**info, "sha256": sha256_path(out_dir), "trained": True}
 
 

@@ -18,7 +18,7 @@ from rest.model.device import Meter, cpu_threads, is_cuda
 from rest.model.distributed import plan, train_parallel
 from rest.model.policy import fingerprint, load_policy, policy_info, save_policy
 from rest.rewards.spec import RewardSpec, is_reward_hacking
-from rest.model.train import TrainSpec
+from rest.model.train import TrainSpec, checkpoint_store
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +28,13 @@ class RewardHackingError(ValueError):
 
 
 def _train_and_save(policy_dir, rows, data_digest, valid_path, spec, cfg, out_dir, reward, checkpoint_dir, weights,
-                    lineage, trust_remote_code, init_dir: str | None = None):
+                    lineage, trust_remote_code, init_dir: str | None = None, resume_uri: str | None = None):
     """Train from ``init_dir`` (default: ``policy_dir``, the previous policy) and save with lineage.
 
     ``policy_dir`` is the policy this step follows (its step count carries on, and a rollback
     returns to it); ``init_dir`` is where the weights start (the BC policy under
-    ``finetune.from_base``).
+    ``finetune.from_base``). ``resume_uri``: the run's resume root in the object store;
+    checkpoints are mirrored there, and removed once the policy is saved.
     """
     from rest.model import lora as lora_lib
 
@@ -60,7 +61,7 @@ def _train_and_save(policy_dir, rows, data_digest, valid_path, spec, cfg, out_di
         result = train_parallel(model, tokenizer, rows, valid_rows, spec, reward_fn, device=device, amp=amp,
                                 processes=processes, policy_dir=start_dir, trust_remote_code=trust_remote_code,
                                 threads=cfg.threads, checkpoint_dir=checkpoint_dir, weights=weights, fingerprint=key,
-                                true_fn=true_fn)
+                                true_fn=true_fn, resume_uri=resume_uri)
     if is_cuda(device):
         model.to("cpu")  # saved from the CPU, as on a CPU run
     if lora:
@@ -97,19 +98,27 @@ def _train_and_save(policy_dir, rows, data_digest, valid_path, spec, cfg, out_di
                         optimizer_steps_since_bc=steps_before, best_valid_reward=info["start_valid_reward"],
                         best_valid_true=info["start_valid_true"], best_step=0)
     save_policy(model, tokenizer, out_dir, info)
+    # The policy is written: a retry now redoes nothing, so the uploaded checkpoint has served.
+    # (The local one stays, as before: it lies beside the output and goes with the task.)
+    store = checkpoint_store(checkpoint_dir, resume_uri, key, spec.label)
+    if store is not None:
+        store.clear()
     return info
 
 
 def improve(policy_dir: str, filtered_dir: str, valid_path: str, cfg: FinetuneConfig, improve_step: int,
             out_dir: str, reward: "str | RewardSpec" = "chrf", checkpoint_dir: str | None = None, lineage: dict | None = None,
-            trust_remote_code: bool = False, base_dir: str | None = None, train_path: str | None = None) -> dict:
+            trust_remote_code: bool = False, base_dir: str | None = None, train_path: str | None = None,
+            resume_uri: str | None = None) -> dict:
     """Fine-tune on the filtered candidates of Improve step ``improve_step`` (1-based).
 
     ``reward`` is a reward name or a :class:`RewardSpec` (learned reward, true metric and
     the reward-hacking guard: warn, roll back to the input policy, or stop). ``base_dir``
     (``finetune.from_base``): start from these weights (the BC policy) instead of
     ``policy_dir``'s. ``train_path`` (``finetune.include_train``): also train on these
-    pairs (the BC training data).
+    pairs (the BC training data). ``resume_uri``: the run's resume root in the object store
+    (``rest.services.storage.resume_uri``), so a retry on a fresh disk resumes from the last
+    uploaded checkpoint.
     """
     if cfg.from_base and not base_dir:
         raise ValueError("finetune.from_base needs the base (BC) policy directory (base_dir)")
@@ -135,12 +144,14 @@ def improve(policy_dir: str, filtered_dir: str, valid_path: str, cfg: FinetuneCo
                      valid_max_length_ratio=cfg.valid_max_length_ratio)
     lineage = {"kind": "rest", "improve_step": improve_step, **(lineage or {})}
     return _train_and_save(policy_dir, rows, digest, valid_path, spec, cfg, out_dir, reward, checkpoint_dir, weights,
-                           lineage, trust_remote_code, init_dir=base_dir if cfg.from_base else None)
+                           lineage, trust_remote_code, init_dir=base_dir if cfg.from_base else None,
+                           resume_uri=resume_uri)
 
 
 def control(bc_dir: str, references_path: str, valid_path: str, cfg: FinetuneConfig, total_steps: int,
             out_dir: str, reward: "str | RewardSpec" = "chrf", checkpoint_dir: str | None = None,
-            trust_remote_code: bool = False, rest_checks: int = 0, guard: bool = False) -> dict:
+            trust_remote_code: bool = False, rest_checks: int = 0, guard: bool = False,
+            resume_uri: str | None = None) -> dict:
     """The references-only control: BC continued on the human references for ``total_steps`` steps.
 
     Same optimizer, batch size, first-step learning rate and best-checkpoint rule as the
@@ -152,6 +163,7 @@ def control(bc_dir: str, references_path: str, valid_path: str, cfg: FinetuneCon
     applies ``reward``'s reward-hacking guard to it as to a ReST step (rolled back to
     ``bc_dir`` when its validation reward rose while the true metric fell): a comparison
     with a guarded ReST run then holds both arms to the same selection rule.
+    ``resume_uri``: as for :func:`improve`.
     """
     # Source-only text in the Grow set has no reference to continue BC on.
     rows = [r for r in read_rows(references_path) if r["target"]]
@@ -164,7 +176,8 @@ def control(bc_dir: str, references_path: str, valid_path: str, cfg: FinetuneCon
                      checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, label="control",
                      valid_backend=cfg.valid_backend, valid_max_length_ratio=cfg.valid_max_length_ratio)
     return _train_and_save(bc_dir, rows, sha256_file(references_path), valid_path, spec, cfg, out_dir, reward, checkpoint_dir, None,
-                           {"kind": "control", "target_steps": total_steps, "guarded": guard}, trust_remote_code)
+                           {"kind": "control", "target_steps": total_steps, "guarded": guard}, trust_remote_code,
+                           resume_uri=resume_uri)
 
 
 def run_steps(start_info: dict, last_info: dict) -> int:

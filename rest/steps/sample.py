@@ -1,7 +1,9 @@
 """Grow: the current policy samples N candidates per source; the references join the set.
 
 The grown set is written in chunks of sources, each chunk atomically, so a re-run of a
-killed step redoes only the missing chunks. Rows keep everything later steps and the
+killed step redoes only the missing chunks; with the run's object store (``resume_uri``)
+each finished chunk is uploaded too, so a retry on a fresh disk (a rescheduled pod) reuses
+them (:mod:`rest.services.resume`). Rows keep everything later steps and the
 audit trail need: source id, source, candidate, reference, policy id, Grow index.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from rest.config import SampleConfig
 from rest.steps.data import read_rows
 from rest.services.files import read_jsonl, sha256_path, write_json, write_jsonl
+from rest.services.resume import ResumeStore
 from rest.model.backends import generate_with
 from rest.model.device import Meter, check_compute_type, place
 from rest.model.policy import fingerprint, load_policy
@@ -31,11 +34,15 @@ def shard_rows(rows: list[dict], shard_index: int, num_shards: int) -> list[dict
 
 
 def grow(policy_dir: str, sources_path: str, cfg: SampleConfig, out_dir: str, grow_step: int,
-         shard_index: int = 0, num_shards: int = 1, trust_remote_code: bool = False) -> dict:
+         shard_index: int = 0, num_shards: int = 1, trust_remote_code: bool = False,
+         resume_uri: str | None = None) -> dict:
     """Sample the grown set for one shard of the sources into ``out_dir/data.jsonl``.
 
     Returns stats (counts, rate, policy id). Chunks already present in ``out_dir/chunks``
-    from an earlier, interrupted run with the same inputs are reused.
+    from an earlier, interrupted run with the same inputs are reused. ``resume_uri`` (the
+    run's resume root in the object store, ``rest.services.storage.resume_uri``): each
+    finished chunk is uploaded under it, keyed by the same fingerprint, and the ones found
+    there are downloaded first; they are removed once ``data.jsonl`` is written.
     """
     t0 = time.time()
     rows = shard_rows(read_rows(sources_path), shard_index, num_shards)
@@ -53,9 +60,12 @@ def grow(policy_dir: str, sources_path: str, cfg: SampleConfig, out_dir: str, gr
                        cfg.max_length_ratio, cfg.seed, cfg.include_references, grow_step, shard_index, num_shards,
                        getattr(cfg, "backend", "hf")])  # another engine samples other candidates
     n_chunks = (len(rows) + CHUNK_SOURCES - 1) // CHUNK_SOURCES
+    names = [f"chunk-{c:05d}-{key}.jsonl" for c in range(n_chunks)]
+    resume = ResumeStore(chunk_dir, resume_uri, key, label=f"grow {grow_step} shard {shard_index}")
+    resume.pull(names)  # a fresh disk: the chunks an earlier attempt of this run finished
     reused = 0
     for c in range(n_chunks):
-        path = os.path.join(chunk_dir, f"chunk-{c:05d}-{key}.jsonl")
+        path = resume.path(names[c])
         if os.path.exists(path):
             reused += 1
             continue
@@ -66,12 +76,14 @@ def grow(policy_dir: str, sources_path: str, cfg: SampleConfig, out_dir: str, gr
                         seed=cfg.seed * 1009 + grow_step * 101 + shard_index + c * 7919)
         sampled += len(part) * cfg.num_samples
         write_jsonl(path, _grown_rows(part, outs, policy_id, grow_step, cfg.include_references))
+        # Uploaded before the next chunk starts: a chunk is minutes of sampling and a few kB to send.
+        resume.push(names[c])
         done = min(len(rows), (c + 1) * CHUNK_SOURCES)
         elapsed = time.time() - t0
         log.info("grow %d shard %d: %d/%d sources, %.0f candidates/s", grow_step, shard_index, done, len(rows),
                  (done - reused * CHUNK_SOURCES) * cfg.num_samples / max(1e-9, elapsed))
     meter.stop()
-    chunks = [os.path.join(chunk_dir, f"chunk-{c:05d}-{key}.jsonl") for c in range(n_chunks)]
+    chunks = [resume.path(n) for n in names]
     n = write_jsonl(os.path.join(out_dir, "data.jsonl"), (r for p in chunks for r in read_jsonl(p)))
     # Only finished output stays: chunks (and any temporaries of a killed write) were for resuming.
     shutil.rmtree(chunk_dir)
@@ -83,6 +95,7 @@ def grow(policy_dir: str, sources_path: str, cfg: SampleConfig, out_dir: str, gr
              # Peak memory and the sampling rate of this attempt's own chunks (a resumed run reuses some).
              **meter.record(sampling_candidates_per_s=sampled / max(1e-9, meter.wall_s))}
     write_json(os.path.join(out_dir, "stats.json"), stats)
+    resume.clear()  # the output is complete: a retry would redo nothing
     return stats
 
 
