@@ -16,32 +16,27 @@ the reference path with one log line.
 """
 from __future__ import annotations
 
-import atexit
 import functools
-import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
-import time
-import weakref
-from collections import OrderedDict
 from typing import Sequence
 
 import torch
 
-from rest.model.device import is_cuda, model_device
-from rest.model.policy import decoder_start_id, generate as hf_generate, length_buckets, max_tokens, report_truncation
+from rest.model import causal
+from rest.model.base import Progress, length_buckets, max_tokens, report_truncation
+from rest.model.ct2 import Ct2Cache, ct2_search
+from rest.model.device import host_copy, is_cuda, model_device
+from rest.model.families import encode_sources, target_prefix
+from rest.model.policy import decoder_start_id, generate as hf_generate
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("hf", "ctranslate2")
-_CACHE: "OrderedDict[str, str]" = OrderedDict()  # weights fingerprint -> converted model directory
-_TRANSLATORS: dict = {}  # (directory, threads) -> the reusable unseeded translator
-_CACHE_SIZE = 2
+_CT2 = Ct2Cache("rest-ct2-", "the policy", log)  # converted directories and the reusable translator
 _UNSUPPORTED: set[str] = set()  # config classes that failed to convert (warned once)
-_FINGERPRINTS: dict = {}  # id(model) -> (weak reference, cheap key, weights hash)
 
 
 def available() -> bool:
@@ -50,28 +45,6 @@ def available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def weights_fingerprint(model) -> str:
-    """Hash of the model's parameters and config: a changed model gets a fresh conversion.
-
-    Hashing reads every weight (from the GPU too); while the same model object's tensors
-    are unchanged (same storage, same in-place version counters, same config) the last
-    hash is reused, so a large policy is not hashed again for every batch of sources.
-    """
-    state = model.state_dict()
-    config = model.config.to_json_string()
-    quick = (config, tuple((name, t.data_ptr(), t._version) for name, t in state.items()))
-    cached = _FINGERPRINTS.get(id(model))
-    if cached is not None and cached[0]() is model and cached[1] == quick:
-        return cached[2]
-    h = hashlib.sha256(config.encode())
-    for name, t in state.items():
-        h.update(name.encode())
-        h.update(t.detach().contiguous().cpu().numpy().tobytes())
-    digest = h.hexdigest()[:20]
-    _FINGERPRINTS[id(model)] = (weakref.ref(model), quick, digest)
-    return digest
 
 
 def _convert(model, tokenizer, out_dir: str) -> None:
@@ -142,24 +115,8 @@ class _WithLanguageTokens:
 
 def converted_dir(model, tokenizer) -> str:
     """A directory holding the CTranslate2 conversion of the model's current weights (cached)."""
-    key = weights_fingerprint(model)
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    t0 = time.time()
-    from rest.model.device import host_copy
-
-    path = tempfile.mkdtemp(prefix="rest-ct2-")
-    try:
-        _convert(host_copy(model), tokenizer, path)  # the converter reads host memory: a GPU model converts from a copy
-    except BaseException:
-        shutil.rmtree(path, ignore_errors=True)
-        raise
-    _CACHE[key] = path
-    while len(_CACHE) > _CACHE_SIZE:
-        shutil.rmtree(_CACHE.popitem(last=False)[1], ignore_errors=True)
-    log.info("ctranslate2: converted the policy in %.1f s", time.time() - t0)
-    return path
+    # The converter reads host memory: a GPU model converts from a copy.
+    return _CT2.converted(model, lambda path: _convert(host_copy(model), tokenizer, path))
 
 
 def translator_for(model, tokenizer, threads: int = 0, seed: int | None = None, compute_type: str = "default"):
@@ -170,32 +127,8 @@ def translator_for(model, tokenizer, threads: int = 0, seed: int | None = None, 
     unseeded one (greedy, beam) is reused. ``compute_type``: CTranslate2's (default = the
     converted float32 weights as they are). CPU threads are set only on the CPU.
     """
-    import ctranslate2
-
-    from rest.model.device import ct2_device, model_device
-
     path = converted_dir(model, tokenizer)
-    device, index = ct2_device(model_device(model))
-    n = (threads or torch.get_num_threads() or os.cpu_count() or 1) if device == "cpu" else 0
-    where = dict(device=device, device_index=index, compute_type=compute_type, inter_threads=1, intra_threads=n)
-    if device == "cpu" and compute_type == "default":
-        where = dict(device="cpu", inter_threads=1, intra_threads=n)  # exactly the CPU translator of before
-    if seed is not None:
-        ctranslate2.set_random_seed(seed % 2**32)  # its seed is an unsigned 32-bit integer
-        return ctranslate2.Translator(path, **where)
-    key = (path, n, device, index, compute_type)
-    if key not in _TRANSLATORS:
-        _TRANSLATORS.clear()
-        _TRANSLATORS[key] = ctranslate2.Translator(path, **where)
-    return _TRANSLATORS[key]
-
-
-@atexit.register
-def _cleanup() -> None:
-    _TRANSLATORS.clear()
-    for path in _CACHE.values():
-        shutil.rmtree(path, ignore_errors=True)
-    _CACHE.clear()
+    return _CT2.runner("Translator", path, model, threads=threads, seed=seed, compute_type=compute_type)
 
 
 def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", num_return: int = 1,
@@ -214,8 +147,6 @@ def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", 
     """
     if not sources:
         return []
-    from rest.model import causal
-
     if causal.is_causal(model):  # decoder-only: CTranslate2's Generator (or HF for families it lacks)
         return causal.generate_ct2(model, tokenizer, sources, mode=mode, num_return=num_return,
                                    temperature=temperature, top_k=top_k, beam_size=beam_size,
@@ -235,8 +166,6 @@ def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", 
         return generate(model, tokenizer, sources, mode=mode, num_return=num_return, temperature=temperature,
                         top_k=top_k, beam_size=beam_size, batch_sentences=batch_sentences,
                         max_length_ratio=max_length_ratio, seed=seed, progress=progress, compute_type=compute_type)
-    from rest.model.families import encode_sources, target_prefix
-
     limit = max_tokens(model, tokenizer)
     # The family's source encoding (prefix, source language code) and, for a multilingual model,
     # the target language code as the first target token: CTranslate2's target_prefix.
@@ -255,7 +184,7 @@ def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", 
     per_batch = max(1, batch_sentences // k) if mode == "sample" else batch_sentences
     per_batch = max(per_batch, 16)
     out: list[list[str] | None] = [None] * len(sources)
-    start, done, last_log = time.time(), 0, time.time()
+    shown = Progress(progress, len(sources), k, " (ctranslate2)", logger=log)
     on_gpu = is_cuda(model_device(model))
     if mode == "sample" and on_gpu:
         # A fresh translator per bucket would upload the weights to the GPU for every bucket:
@@ -272,13 +201,7 @@ def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", 
                       return_scores=False)
         if mode == "sample" and not on_gpu:
             translator = translator_for(model, tokenizer, seed=seed * 1_000_003 + batch[0], compute_type=compute_type)
-        if mode == "sample":
-            kwargs.update(beam_size=1, sampling_topk=top_k or 0, sampling_temperature=temperature,
-                          num_hypotheses=num_return)
-        elif mode == "beam":
-            kwargs.update(beam_size=beam_size, num_hypotheses=num_return)
-        else:
-            kwargs.update(beam_size=1, num_hypotheses=1)
+        kwargs.update(ct2_search(mode, num_return, temperature, top_k, beam_size))
         if prefix:
             kwargs["target_prefix"] = [prefix] * len(batch)
         results = translator.translate_batch([tokens[i] for i in batch], **kwargs)
@@ -287,11 +210,7 @@ def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", 
             hyps = [tokenizer.decode(tokenizer.convert_tokens_to_ids(h[len(prefix or ()):]),
                                      skip_special_tokens=True).strip() for h in res.hypotheses[:k]]
             out[i] = hyps
-        done += len(batch)
-        if progress and (time.time() - last_log > 10 or done == len(sources)):
-            rate = done * k / max(1e-9, time.time() - start)
-            log.info("%s: %d/%d sources, %.0f outputs/s (ctranslate2)", progress, done, len(sources), rate)
-            last_log = time.time()
+        shown.add(len(batch))
     return out  # type: ignore[return-value]
 
 

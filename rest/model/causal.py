@@ -22,22 +22,21 @@ dispatch here with a one-line hook each, so the steps stay the same for both kin
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
 import copy
 import json
 import logging
 import os
-import shutil
-import tempfile
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-from rest.model.policy import length_buckets, max_tokens, policy_info, report_truncation
+from rest.model.base import (POLICY_INFO, Progress, hf_search, length_buckets, max_tokens, policy_info,
+                             report_truncation, train_tokenizer)
+from rest.model.ct2 import Ct2Cache, ct2_search
+from rest.model.device import host_copy, model_device
+from rest.tasks.arithmetic import build_char_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +174,6 @@ def record_prompt(policy_dir: str, setting: str, trust_remote_code: bool = False
     recorded one). Returns the prompt written or kept, None for a seq2seq policy."""
     from transformers import AutoTokenizer
 
-    from rest.model.policy import POLICY_INFO
-
     if not is_causal_dir(policy_dir):
         return None
     info = policy_info(policy_dir)
@@ -209,8 +206,6 @@ def bpe_tokenizer(texts, vocab_size: int):
     (not the seq2seq tokenizer's closing ``</s>``: a prompt must not end the sequence)."""
     from tokenizers import processors
 
-    from rest.model.policy import train_tokenizer
-
     tok = train_tokenizer(texts, vocab_size)
     tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)])
@@ -219,8 +214,6 @@ def bpe_tokenizer(texts, vocab_size: int):
 
 def char_tokenizer(texts):
     """A character-level tokenizer over every character of ``texts`` (plus ``<pad> <s> </s> <unk>``)."""
-    from rest.tasks.arithmetic import build_char_tokenizer
-
     chars = sorted({c for t in texts for c in t})
     return build_char_tokenizer("".join(chars))
 
@@ -349,7 +342,7 @@ def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", 
     k = num_return if mode != "greedy" else 1
     per_batch = max(1, batch_sentences // num_return) if mode == "sample" and num_return > 1 else batch_sentences
     out: list[list[str] | None] = [None] * len(sources)
-    start, done, last_log = time.time(), 0, time.time()
+    shown = Progress(progress, len(sources), k, logger=log)
     for batch in length_buckets([len(p) for p in prompts], per_batch):
         input_ids, attn = left_pad([prompts[i] for i in batch], pad)
         input_ids, attn = input_ids.to(device), attn.to(device)
@@ -358,27 +351,16 @@ def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", 
                       eos_token_id=stops, pad_token_id=pad)
         if mode == "sample":
             torch.manual_seed(seed * 1_000_003 + batch[0])
-            kwargs.update(do_sample=True, temperature=temperature, top_k=top_k or None, top_p=None,
-                          num_return_sequences=num_return, num_beams=1)
-        elif mode == "beam":
-            kwargs.update(do_sample=False, num_beams=beam_size, num_return_sequences=num_return)
-        else:
-            kwargs.update(do_sample=False, num_beams=1, num_return_sequences=1)
+        kwargs.update(hf_search(mode, num_return, temperature, top_k, beam_size))
         ids = model.generate(input_ids=input_ids, attention_mask=attn, **kwargs)[:, width:]
         for j, i in enumerate(batch):
             out[i] = [_decode(tokenizer, ids[j * k + h].tolist(), stops) for h in range(k)]
-        done += len(batch)
-        if progress and (time.time() - last_log > 10 or done == len(sources)):
-            log.info("%s: %d/%d sources, %.0f outputs/s", progress, done, len(sources),
-                     done * k / max(1e-9, time.time() - start))
-            last_log = time.time()
+        shown.add(len(batch))
     return out  # type: ignore[return-value]
 
 
 # CTranslate2 ---------------------------------------------------------------------------
-_CT2_DIRS: "OrderedDict[str, str]" = OrderedDict()  # weights fingerprint -> converted directory
-_CT2_GENERATORS: dict = {}
-_CT2_KEEP = 2
+_CT2 = Ct2Cache("rest-ct2-causal-", "the causal policy", log)
 _CT2_UNSUPPORTED: set[str] = set()
 
 
@@ -397,30 +379,18 @@ def ct2_dir(model, tokenizer) -> str:
     """A directory holding the CTranslate2 conversion of the model's current weights (cached)."""
     from ctranslate2.converters import transformers as ct2t
 
-    from rest.model.backends import weights_fingerprint
+    def convert(path: str) -> None:
+        loader = ct2t._MODEL_LOADERS[model.config.__class__.__name__]
+        # The converter frees each layer's modules as it goes (and reads host memory): convert a
+        # CPU copy, keep the policy.
+        host = copy.deepcopy(model) if model_device(model).type == "cpu" else host_copy(model)
+        with torch.no_grad(), _without_gc_collect(ct2t):
+            spec = loader(host, tokenizer)
+        spec.validate()
+        spec.optimize(quantization=None)  # float32: the same numbers as the torch model
+        spec.save(path)
 
-    key = weights_fingerprint(model)
-    if key in _CT2_DIRS:
-        _CT2_DIRS.move_to_end(key)
-        return _CT2_DIRS[key]
-    t0 = time.time()
-    loader = ct2t._MODEL_LOADERS[model.config.__class__.__name__]
-    # The converter frees each layer's modules as it goes (and reads host memory): convert a
-    # CPU copy, keep the policy.
-    from rest.model.device import host_copy, model_device
-
-    host = copy.deepcopy(model) if model_device(model).type == "cpu" else host_copy(model)
-    with torch.no_grad(), _without_gc_collect(ct2t):
-        spec = loader(host, tokenizer)
-    spec.validate()
-    spec.optimize(quantization=None)  # float32: the same numbers as the torch model
-    path = tempfile.mkdtemp(prefix="rest-ct2-causal-")
-    spec.save(path)
-    _CT2_DIRS[key] = path
-    while len(_CT2_DIRS) > _CT2_KEEP:
-        shutil.rmtree(_CT2_DIRS.popitem(last=False)[1], ignore_errors=True)
-    log.info("ctranslate2: converted the causal policy in %.1f s", time.time() - t0)
-    return path
+    return _CT2.converted(model, convert)
 
 
 class _NoCollect:
@@ -449,29 +419,7 @@ def _without_gc_collect(module):
 def _generator(path: str, seed: int | None, model, compute_type: str = "default"):
     """A ``ctranslate2.Generator`` on the model's device; a seeded one is fresh (it picks the
     global seed up when its worker starts), an unseeded one (greedy, beam) is reused."""
-    import ctranslate2
-
-    from rest.model.device import ct2_device, model_device
-
-    device, index = ct2_device(model_device(model))
-    n = (torch.get_num_threads() or os.cpu_count() or 1) if device == "cpu" else 0
-    where = dict(device=device, device_index=index, compute_type=compute_type, inter_threads=1, intra_threads=n)
-    if seed is not None:
-        ctranslate2.set_random_seed(seed % 2**32)
-        return ctranslate2.Generator(path, **where)
-    key = (path, n, device, index, compute_type)
-    if key not in _CT2_GENERATORS:
-        _CT2_GENERATORS.clear()
-        _CT2_GENERATORS[key] = ctranslate2.Generator(path, **where)
-    return _CT2_GENERATORS[key]
-
-
-@atexit.register
-def _cleanup() -> None:
-    _CT2_GENERATORS.clear()
-    for path in _CT2_DIRS.values():
-        shutil.rmtree(path, ignore_errors=True)
-    _CT2_DIRS.clear()
+    return _CT2.runner("Generator", path, model, seed=seed, compute_type=compute_type)
 
 
 def generate_ct2(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", num_return: int = 1,
@@ -504,7 +452,7 @@ def generate_ct2(model, tokenizer, sources: Sequence[str], *, mode: str = "greed
     k = num_return if mode != "greedy" else 1
     per_batch = max(16, max(1, batch_sentences // k) if mode == "sample" else batch_sentences)
     out: list[list[str] | None] = [None] * len(sources)
-    start, done, last_log = time.time(), 0, time.time()
+    shown = Progress(progress, len(sources), k, " (ctranslate2)", logger=log)
     generator = None if mode == "sample" else _generator(path, None, model, compute_type)
     for batch in length_buckets([len(p) for p in prompts], per_batch):
         width = max(len(prompts[i]) for i in batch)
@@ -512,18 +460,9 @@ def generate_ct2(model, tokenizer, sources: Sequence[str], *, mode: str = "greed
                       include_prompt_in_result=False, end_token=stops, max_batch_size=0)
         if mode == "sample":
             generator = _generator(path, seed * 1_000_003 + batch[0], model, compute_type)
-            kwargs.update(beam_size=1, sampling_topk=top_k or 0, sampling_temperature=temperature,
-                          num_hypotheses=num_return)
-        elif mode == "beam":
-            kwargs.update(beam_size=beam_size, num_hypotheses=num_return)
-        else:
-            kwargs.update(beam_size=1, num_hypotheses=1)
+        kwargs.update(ct2_search(mode, num_return, temperature, top_k, beam_size))
         results = generator.generate_batch([tokens[i] for i in batch], **kwargs)
         for i, res in zip(batch, results):
             out[i] = [_decode(tokenizer, seq, stops) for seq in res.sequences_ids[:k]]
-        done += len(batch)
-        if progress and (time.time() - last_log > 10 or done == len(sources)):
-            log.info("%s: %d/%d sources, %.0f outputs/s (ctranslate2)", progress, done, len(sources),
-                     done * k / max(1e-9, time.time() - start))
-            last_log = time.time()
+        shown.add(len(batch))
     return out  # type: ignore[return-value]

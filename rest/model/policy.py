@@ -12,18 +12,18 @@ import math
 import os
 import random
 import tempfile
-import time
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 
+from rest.model import causal, families
+# Shared with the causal policy, in rest.model.base; callers import them from here too.
+from rest.model.base import (POLICY_INFO, SPECIAL_TOKENS, UNSET_MODEL_MAX_LENGTH, Progress, hf_search,  # noqa: F401
+                             length_buckets, max_tokens, policy_info, report_truncation, train_tokenizer)
 from rest.model.device import set_threads  # noqa: F401  (lives with the device code; callers import it here too)
-from rest.services.files import atomic_path, read_json
+from rest.services.files import atomic_path
 
 log = logging.getLogger(__name__)
-
-POLICY_INFO = "rest_policy.json"  # lineage written beside the weights
-SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, mBART's order
 
 
 class PolicyError(ValueError):
@@ -76,8 +76,6 @@ def load_policy(path: str, trust_remote_code: bool = False, languages=None, warn
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     check_policy_dir(path)
-    from rest.model import causal, families
-
     if causal.is_causal_dir(path):  # decoder-only: AutoModelForCausalLM, with the prompt it was trained with
         return causal.load(path, trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -90,41 +88,15 @@ def load_policy(path: str, trust_remote_code: bool = False, languages=None, warn
     return model, tokenizer
 
 
-def policy_info(path: str) -> dict:
-    """Lineage of a saved policy (empty for a foreign model directory)."""
-    p = os.path.join(path, POLICY_INFO)
-    return read_json(p) if os.path.exists(p) else {}
-
-
 def save_policy(model, tokenizer, out_dir: str, info: dict) -> None:
     """Atomically save model, tokenizer and lineage info into ``out_dir``."""
-    from rest.model.causal import info_with_prompt
-
-    info = info_with_prompt(model, info)  # a causal policy's prompt is part of its lineage
+    info = causal.info_with_prompt(model, info)  # a causal policy's prompt is part of its lineage
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         save_translation(tokenizer, tmp)
         with open(os.path.join(tmp, POLICY_INFO), "w", encoding="utf-8") as f:
             json.dump(info, f, indent=2, sort_keys=True)
-
-
-def train_tokenizer(texts: Iterable[str], vocab_size: int):
-    """A joint BPE tokenizer (SentencePiece-style word boundaries) trained on ``texts``."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=2,
-                                  show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
-    # Every encoded sequence ends with </s>: the encoder sees it, and labels end with it.
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 2)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", pad_token="<pad>",
-                                   eos_token="</s>", unk_token="<unk>", model_max_length=256)
 
 
 def build_model(tokenizer, d_model: int, ffn_dim: int, layers: int, heads: int, dropout: float, seed: int):
@@ -151,33 +123,8 @@ def decoder_start_id(model) -> int:
     return int(sid if sid is not None else model.config.pad_token_id)
 
 
-UNSET_MODEL_MAX_LENGTH = 10**9  # tokenizers without a limit report a huge placeholder (int(1e30))
-
-
-def max_tokens(model=None, tokenizer=None, model_config=None) -> int | None:
-    """The longest token sequence (special tokens included) the model can take, or None if unbounded.
-
-    A model with learned absolute positions (mBART, BART, Marian) has
-    ``max_position_embeddings``; past it the embedding lookup fails (``IndexError: index out
-    of range in self``). A tokenizer's ``model_max_length`` counts when it is really set
-    (not the huge placeholder). With both, the smaller one wins.
-    """
-    config = model_config if model_config is not None else getattr(model, "config", None)
-    limits = []
-    positions = config.get("max_position_embeddings") if isinstance(config, dict) else \
-        getattr(config, "max_position_embeddings", None)
-    if isinstance(positions, int) and positions > 0:
-        limits.append(positions)
-    tok_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tok_max, int) and 0 < tok_max < UNSET_MODEL_MAX_LENGTH:
-        limits.append(tok_max)
-    return min(limits) if limits else None
-
-
 def save_translation(tokenizer, out_dir: str) -> None:
     """Write the translation settings a loaded tokenizer carries (none for the plain family) into ``out_dir``."""
-    from rest.model import families
-
     translation = getattr(tokenizer, "_rest_translation", None)
     if translation is not None:
         families.write_saved(out_dir, translation)
@@ -188,28 +135,8 @@ def token_lengths(tokenizer, texts: Sequence[str], target: bool = False) -> list
 
     Sources carry the family's prefix and language code, targets the target language code.
     """
-    from rest.model.families import encode_sources, encode_targets
-
-    encode = encode_targets if target else encode_sources
+    encode = families.encode_targets if target else families.encode_sources
     return [len(ids) for ids in encode(tokenizer, texts, add_special_tokens=True, verbose=False)["input_ids"]]
-
-
-def report_truncation(lengths: Sequence[int], limit: int | None, what: str) -> list[int]:
-    """Lengths capped at ``limit``; logs how many sources are cut to the model's maximum length."""
-    if limit is None:
-        return list(lengths)
-    over = [i for i, n in enumerate(lengths) if n > limit]
-    if over:
-        log.warning("%s: %d of %d sources are over the model's maximum of %d tokens (longest %d): each is "
-                    "truncated to its first %d tokens for translation", what, len(over), len(lengths), limit,
-                    max(lengths[i] for i in over), limit)
-    return [min(n, limit) for n in lengths]
-
-
-def length_buckets(lengths: Sequence[int], max_items: int) -> list[list[int]]:
-    """Group indices of similar length into batches of at most ``max_items`` (order kept stable)."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    return [order[k:k + max_items] for k in range(0, len(order), max_items)]
 
 
 def token_batches(lengths: Sequence[int], batch_tokens: int, rng: random.Random | None) -> list[list[int]]:
@@ -253,15 +180,11 @@ def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", 
     """
     if not sources:
         return []
-    from rest.model import causal
-
     if causal.is_causal(model):  # prompts, left padding, completion only
         return causal.generate(model, tokenizer, sources, mode=mode, num_return=num_return, temperature=temperature,
                                top_k=top_k, beam_size=beam_size, batch_sentences=batch_sentences,
                                max_length_ratio=max_length_ratio, seed=seed, progress=progress)
-    from rest.model.families import encode_sources, forced_ids, generate_kwargs
-
-    forced = forced_ids(tokenizer)
+    forced = families.forced_ids(tokenizer)
     model.eval()
     limit = max_tokens(model, tokenizer)
     lengths = token_lengths(tokenizer, sources)
@@ -270,35 +193,26 @@ def generate(model, tokenizer, sources: Sequence[str], *, mode: str = "greedy", 
     # Fewer sources per batch when each returns many candidates: batch size in sequences stays bounded.
     per_batch = max(1, batch_sentences // num_return) if mode == "sample" and num_return > 1 else batch_sentences
     out: list[list[str] | None] = [None] * len(sources)
-    start, done, last_log = time.time(), 0, time.time()
+    k = num_return if mode != "greedy" else 1
+    shown = Progress(progress, len(sources), k, logger=log)
     for batch in length_buckets(lengths, per_batch):
         # Truncated at the model's limit: past its position table the encoder cannot run at all.
-        enc = encode_sources(tokenizer, [sources[i] for i in batch], return_tensors="pt", padding=True,
-                             truncation=limit is not None, max_length=limit).to(model.device)
+        enc = families.encode_sources(tokenizer, [sources[i] for i in batch], return_tensors="pt", padding=True,
+                                      truncation=limit is not None, max_length=limit).to(model.device)
         # Never past the model's position table (an untrained policy may never emit </s>).
         max_new = min(int(max(lengths[i] for i in batch) * max_length_ratio) + 10, max_positions - 2)
         kwargs = dict(max_new_tokens=max_new, max_length=None, decoder_start_token_id=decoder_start_id(model),
-                      **generate_kwargs(tokenizer))  # multilingual: the target language code comes first
+                      **families.generate_kwargs(tokenizer))  # multilingual: the target language code comes first
         if mode == "sample":
             torch.manual_seed(seed * 1_000_003 + batch[0])
-            kwargs.update(do_sample=True, temperature=temperature, top_k=top_k or None, top_p=None,
-                          num_return_sequences=num_return, num_beams=1)
-        elif mode == "beam":
-            kwargs.update(do_sample=False, num_beams=beam_size, num_return_sequences=num_return)
-        else:
-            kwargs.update(do_sample=False, num_beams=1, num_return_sequences=1)
+        kwargs.update(hf_search(mode, num_return, temperature, top_k, beam_size))
         ids = model.generate(**enc, **kwargs)
         if forced:  # the decoder's start token and the target language code are no part of the translation
             ids = ids[:, 1 + len(forced):]
         texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
-        k = num_return if mode != "greedy" else 1
         for j, i in enumerate(batch):
             out[i] = [t.strip() for t in texts[j * k:(j + 1) * k]]
-        done += len(batch)
-        if progress and (time.time() - last_log > 10 or done == len(sources)):
-            rate = done * k / max(1e-9, time.time() - start)
-            log.info("%s: %d/%d sources, %.0f outputs/s", progress, done, len(sources), rate)
-            last_log = time.time()
+        shown.add(len(batch))
     return out  # type: ignore[return-value]
 
 
