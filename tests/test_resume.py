@@ -31,7 +31,8 @@ BUCKET = "resume-test"
 
 # One step, as its component runs it: rest_kfp.runtime.step() reads the object store from
 # the environment and configures the core; resume_uri() names the run's resume root.
-CHILD = textwrap.dedent("""
+# Arguments: one JSON object. tests/test_container_resume.py runs it inside the image.
+STEP_SCRIPT = textwrap.dedent("""
     import json, os, signal, sys, time
     sys.path.insert(0, {root!r})
     args = json.loads(sys.argv[1])
@@ -44,17 +45,22 @@ CHILD = textwrap.dedent("""
         rest.model.train._loss = slow_loss
     if args.get("chunk_sources"):
         rest.steps.sample.CHUNK_SOURCES = args["chunk_sources"]
-    if args.get("die_on_chunk"):  # SIGKILL ourselves as sampling chunk number N starts
+    # As sampling chunk number N starts: SIGKILL ourselves (die_on_chunk), or hang until killed
+    # from outside (hang_on_chunk: in a container this process is PID 1, which ignores its own SIGKILL).
+    stop_at = args.get("die_on_chunk") or args.get("hang_on_chunk")
+    if stop_at:
         _gw, calls = rest.steps.sample.generate_with, []
-        def dying_generate_with(*a, **kw):
+        def stopping_generate_with(*a, **kw):
             fn = _gw(*a, **kw)
             def wrapped(*b, **kwb):
                 calls.append(1)
-                if len(calls) == args["die_on_chunk"]:
-                    os.kill(os.getpid(), signal.SIGKILL)
+                if len(calls) == stop_at:
+                    if args.get("die_on_chunk"):
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    time.sleep(3600)
                 return fn(*b, **kwb)
             return wrapped
-        rest.steps.sample.generate_with = dying_generate_with
+        rest.steps.sample.generate_with = stopping_generate_with
     from rest.config import FinetuneConfig, SampleConfig
     from rest_kfp.runtime import resume_uri, step
     if args["call"] == "improve":
@@ -69,7 +75,8 @@ CHILD = textwrap.dedent("""
             stats = grow(args["policy"], args["sources"], SampleConfig(**args["cfg"]), args["out"], 1,
                          resume_uri=resume_uri())
         print(json.dumps(stats))
-""").format(root=ROOT)
+""")
+CHILD = STEP_SCRIPT.format(root=ROOT)
 
 
 def _env(s3, run: str) -> dict:
