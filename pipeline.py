@@ -13,6 +13,18 @@ followed by I Improve steps (one per threshold)::
 Each task gets only its own config section (and filter i only τ_1..τ_i), so changing the
 last threshold re-runs only the last Improve step: every earlier task comes from cache.
 
+``grow()`` and ``improve()`` in :func:`build_pipeline` are plain Python builders called in
+the loop, not nested ``@dsl.pipeline`` sub-pipelines, so the compiled spec is flat. Checked
+with kfp 2.17.0's kfp.local (SubprocessRunner): nested pipelines do run there, also with a
+ParallelFor inside and inside the ExitHandler; their outputs come out and a re-run is served
+from the task cache. But (1) a sub-pipeline task whose inputs are all artifacts gets none of
+them (kfp.local's ``build_nested_dag_arguments`` reads a nested task's inputs only when it
+has parameter inputs): ``ValueError: Parent pipeline input argument 'policy' not found.``;
+and (2) an optional artifact input of a sub-pipeline that the caller leaves out fails the
+same way (``... argument 'extra' not found.``). Improve's artifact inputs are optional by
+configuration (the learned reward model, ReST-EM's base policy, the previous Grow's kept
+set), so sub-pipelines would need one variant per combination.
+
     python pipeline.py run-local --output-dir runs/default
     python pipeline.py compile --output rest-pipeline.yaml
     python pipeline.py promote --model-name rest-de-en --version 7 --test data/libreoffice-de-en/test.tsv
@@ -61,6 +73,9 @@ def build_pipeline(cfg: RunConfig, cluster=None):
     reference_metric = RewardSpec.from_config(cfg.score).reference_metric
     # A given policy's translation settings are resolved from these once, in bootstrap (rest.model.families).
     languages = {k: section["data"][k] for k in LANGUAGE_FIELDS}
+    # A learned reward with no model given is trained in this run (after the first Grow);
+    # every step that scores with it then takes it as an input.
+    train_rm = reward == "reward_model" and not cfg.score.reward_model_path
 
     def filter_config(i: int) -> dict:
         # Only τ_1..τ_i: the guard needs τ_1, the step needs τ_i; later thresholds stay out of
@@ -81,15 +96,62 @@ def build_pipeline(cfg: RunConfig, cluster=None):
             apply_cluster_settings(task, step, cluster)
         return task
 
-    def evaluate(policy, data, label, g, i, previous, filtered=None, is_control=False, **learned):
+    def evaluate(run: "_Loop", policy, label: str, g: int = 0, i: int = 0, filtered=None, role: str = "") -> None:
+        """Evaluate ``policy``: its row joins the run's report (the BC evaluation starts it)."""
         kwargs = dict(config=section["evaluate"], score_config=section["score"], label=label, grow_step=g,
-                      improve_step=i, is_control=is_control, policy=policy, data=data, **learned)
+                      improve_step=i, is_control=role == "control", policy=policy, data=run.data, **run.learned)
         # Optional inputs are left out, not passed as None: the first evaluation has no report to extend.
-        if previous is not None:
-            kwargs["previous_report"] = previous
+        if run.report is not None:
+            kwargs["previous_report"] = run.report
         if filtered is not None:
             kwargs["filtered"] = filtered
-        return evaluate_op(**kwargs)
+        run.report = settle(evaluate_op(**kwargs), "evaluate", g, i, role=role).outputs["report"]
+
+    def guard() -> dict:
+        # The one reward-hacking rule, for the Improve steps and the control alike.
+        return dict(score_config=section["score"], on_reward_hacking=cfg.loop.on_reward_hacking,
+                    hacking_tolerance=cfg.loop.hacking_tolerance)
+
+    def grow(g: int, run: "_Loop"):
+        """Grow step g: N samples per source from the current policy (over ``shards`` parallel
+        tasks, merged), scored once. The first Grow also trains the learned reward when the run
+        has to (it learns from these samples); the BC policy is evaluated as soon as it exists."""
+        if shards == 1:
+            grown = settle(sample_op(config=section["sample"], grow_step=g, shard_index=0, num_shards=1,
+                                     policy=run.policy, data=run.data), "sample", g).outputs["grown"]
+        else:
+            with dsl.ParallelFor(items=list(range(shards)), name=f"grow-{g}-shards") as shard:
+                part = settle(sample_op(config=section["sample"], grow_step=g, shard_index=shard,
+                                        num_shards=shards, policy=run.policy, data=run.data), "sample", g)
+            grown = settle(merge_op(grow_step=g, shards=dsl.Collected(part.outputs["grown"])), "merge",
+                           g).outputs["grown"]
+        if g == 1 and train_rm:
+            run.learned = {"reward_model": settle(
+                train_reward_model_op(config=section["reward_model"], scored=grown, policy=run.bc),
+                "reward_model").outputs["reward_model"]}
+            evaluate(run, run.bc, "bc", role="bc")
+        return settle(score_op(config=section["score"], grow_step=g, grown=grown, **run.learned), "score",
+                      g).outputs["scored"]
+
+    def improve(g: int, i: int, scored, run: "_Loop") -> None:
+        """Improve step i of Grow g: filter at τ_i → fine-tune the current policy → evaluate it."""
+        # filter.accumulate (ReST-EM): Improve step i's kept set of the previous Grow joins this one.
+        previous = {"previous": run.kept[i]} if cfg.filter.accumulate and i in run.kept else {}
+        filtered = settle(filter_op(config=filter_config(i), grow_step=g, improve_step=i, scored=scored,
+                                    **previous), "filter", g, i).outputs["filtered"]
+        run.kept[i] = filtered
+        # finetune.from_base (ReST-EM): every Improve step starts from the BC weights.
+        base = {"base_policy": run.bc} if cfg.finetune.from_base else {}
+        run.policy = settle(finetune_op(config=section["finetune"], **guard(), grow_step=g, improve_step=i,
+                                        policy=run.policy, filtered=filtered, data=run.data, **run.learned,
+                                        **base), "finetune", g, i).outputs["improved"]
+        evaluate(run, run.policy, f"rest g{g} i{i}", g, i, filtered)
+
+    def control(run: "_Loop") -> None:
+        """BC continued on the references for as many optimizer steps as all Improve steps took."""
+        ctrl = settle(control_op(config=section["finetune"], **guard(), improve_steps=G * I, bc_policy=run.bc,
+                                 last_policy=run.policy, data=run.data, **run.learned), "control").outputs["control"]
+        evaluate(run, ctrl, "control (references only)", role="control")
 
     def body(train, valid, test, initial_policy):
         check = settle(validate_op(config=full, train=train, valid=valid, test=test, initial_policy=initial_policy,
@@ -97,65 +159,23 @@ def build_pipeline(cfg: RunConfig, cluster=None):
         # prepare gets only the data section: a change elsewhere in the config keeps it cached.
         prep = settle(prepare_op(config=section["data"], train=train, valid=valid, test=test), "prepare")
         prep.after(check)
-        data = prep.outputs["data"]
         boot = settle(bootstrap_op(config=section["bootstrap"], reward=reference_metric, initial_policy=initial_policy,
-                                   data=data, languages=languages), "bootstrap")
-        bc = boot.outputs["policy"]
-        # A learned reward with no model given is trained in this run (after the first Grow);
-        # every step that scores with it then takes it as an input.
-        learned: dict = {}
-        train_rm = reward == "reward_model" and not cfg.score.reward_model_path
-        if not train_rm:
-            report = settle(evaluate(bc, data, "bc", 0, 0, None), "evaluate", role="bc").outputs["report"]
-        policy = bc
-        kept_before: dict = {}  # filter.accumulate (ReST-EM): Improve step i's kept set of the previous Grow
-        # finetune.from_base (ReST-EM): every Improve step starts from the BC weights.
-        base = {"base_policy": bc} if cfg.finetune.from_base else {}
+                                   data=prep.outputs["data"], languages=languages), "bootstrap")
+        run = _Loop(bc=boot.outputs["policy"], data=prep.outputs["data"], learned={})
+        if not train_rm:  # else grow(1) evaluates BC, once the learned reward is trained
+            evaluate(run, run.bc, "bc", role="bc")
         for g in range(1, G + 1):
-            if shards == 1:
-                grown = settle(sample_op(config=section["sample"], grow_step=g, shard_index=0, num_shards=1,
-                                         policy=policy, data=data), "sample", g).outputs["grown"]
-            else:
-                with dsl.ParallelFor(items=list(range(shards)), name=f"grow-{g}-shards") as shard:
-                    part = settle(sample_op(config=section["sample"], grow_step=g, shard_index=shard,
-                                            num_shards=shards, policy=policy, data=data), "sample", g)
-                grown = settle(merge_op(grow_step=g, shards=dsl.Collected(part.outputs["grown"])), "merge",
-                               g).outputs["grown"]
-            if g == 1 and train_rm:
-                learned = {"reward_model": settle(
-                    train_reward_model_op(config=section["reward_model"], scored=grown, policy=bc), "reward_model").outputs["reward_model"]}
-                report = settle(evaluate(bc, data, "bc", 0, 0, None, **learned), "evaluate",
-                                role="bc").outputs["report"]
-            scored = settle(score_op(config=section["score"], grow_step=g, grown=grown, **learned), "score",
-                            g).outputs["scored"]
+            scored = grow(g, run)
             for i in range(1, I + 1):
-                previous = {"previous": kept_before[i]} if cfg.filter.accumulate and i in kept_before else {}
-                filtered = settle(filter_op(config=filter_config(i), grow_step=g, improve_step=i, scored=scored,
-                                            **previous), "filter", g, i).outputs["filtered"]
-                kept_before[i] = filtered
-                policy = settle(finetune_op(config=section["finetune"], score_config=section["score"],
-                                            on_reward_hacking=cfg.loop.on_reward_hacking,
-                                            hacking_tolerance=cfg.loop.hacking_tolerance, grow_step=g,
-                                            improve_step=i, policy=policy, filtered=filtered, data=data,
-                                            **learned, **base), "finetune",
-                                g, i).outputs["improved"]
-                report = settle(evaluate(policy, data, f"rest g{g} i{i}", g, i, report, filtered, **learned), "evaluate",
-                                g, i).outputs["report"]
+                improve(g, i, scored, run)
         if cfg.loop.control:
-            ctrl = settle(control_op(config=section["finetune"], score_config=section["score"],
-                                     on_reward_hacking=cfg.loop.on_reward_hacking,
-                                     hacking_tolerance=cfg.loop.hacking_tolerance, improve_steps=G * I,
-                                     bc_policy=bc,
-                                     last_policy=policy, data=data, **learned), "control").outputs["control"]
-            report = settle(evaluate(ctrl, data, "control (references only)", 0, 0, report, is_control=True,
-                                     **learned),
-                            "evaluate", role="control").outputs["report"]
+            control(run)
         # Never from cache (the step table): it logs this run's table and config to this run's MLflow
         # parent, and run-local reads its output from this run's pipeline root.
-        summary = settle(summarize_op(config=full, report=report), "summarize")
+        summary = settle(summarize_op(config=full, report=run.report), "summarize")
         if cfg.loop.register:
             settle(register_op(model_name=cfg.loop.model_name, metric=reference_metric,
-                               policy=policy, data=data), "register").after(summary)
+                               policy=run.policy, data=run.data), "register").after(summary)
         return summary
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Reinforced Self-Training (ReST) for a seq2seq or causal LM policy")
@@ -179,6 +199,27 @@ def compile_pipeline(cfg: RunConfig, path: str, cluster=None) -> str:
 
     compiler.Compiler().compile(build_pipeline(cfg, cluster), package_path=path)
     return path
+
+
+@dataclasses.dataclass
+class _Loop:
+    """What the loop carries from step to step while the pipeline is traced (task outputs, not data).
+
+    ``policy`` is the current policy (BC, then each Improve step's), ``report`` the evaluation
+    report so far, ``learned`` the learned reward's input for every step that scores with it
+    (empty without one), ``kept`` each Improve step's kept set of the previous Grow.
+    """
+
+    bc: object
+    data: object
+    learned: dict
+    policy: object = None
+    report: object = None
+    kept: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.policy is None:  # the loop starts from the BC policy
+            self.policy = self.bc
 
 
 class PipelineFailed(RuntimeError):
