@@ -255,3 +255,23 @@ def test_grow_resumes_on_a_fresh_disk_from_the_object_store(s3_server, tmp_path,
     assert sha256_file(str(out / "data.jsonl")) == sha256_file(os.path.join(clean, "data.jsonl"))
     assert len(list(read_jsonl(str(out / "data.jsonl")))) == 120
     assert _objects(s3_server, run) == []
+
+
+# -- a step lost after training ended resumes without another optimizer step ------------------------
+
+@pytest.mark.parametrize("stop", [{"max_steps": 6}, {"epochs": 1}])
+def test_resuming_a_finished_training_takes_no_further_step(tmp_path, tiny_policy, filtered_set, stop):
+    """The pod died after the last checkpoint (training over) but before the policy was saved:
+    the retry must not train on, whatever stopped the training (step budget, epochs)."""
+    from rest.config import FinetuneConfig
+    from rest.steps.finetune import improve
+
+    cfg = FinetuneConfig(**{**FT_CFG, **stop})
+    ckpt = str(tmp_path / "ckpt")
+    first = improve(tiny_policy, filtered_set["filtered"], filtered_set["valid"], cfg, 1, str(tmp_path / "a"),
+                    checkpoint_dir=ckpt)
+    again = improve(tiny_policy, filtered_set["filtered"], filtered_set["valid"], cfg, 1, str(tmp_path / "b"),
+                    checkpoint_dir=ckpt)
+    assert again["optimizer_steps"] == first["optimizer_steps"]
+    assert sha256_file(str(tmp_path / "a" / "model.safetensors")) == sha256_file(
+        str(tmp_path / "b" / "model.safetensors"))

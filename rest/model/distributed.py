@@ -210,9 +210,11 @@ def train_parallel(model, tokenizer, rows, valid_rows, spec, reward_fn, *, devic
     import torch.distributed as dist
     import torch.multiprocessing as mp
 
-    # Every rank reads the checkpoint from the local disk: fetch the uploaded one (a fresh
-    # pod) before the other ranks start, so none of them races the download.
-    fetch_checkpoint(checkpoint_store(checkpoint_dir, resume_uri, fingerprint, spec.label), fingerprint, spec.label)
+    if resume_uri:
+        # Every rank reads the checkpoint from the local disk: fetch the uploaded one (a fresh
+        # pod) before the other ranks start, so none of them races the download.
+        fetch_checkpoint(checkpoint_store(checkpoint_dir, resume_uri, fingerprint, spec.label), fingerprint,
+                         spec.label)
     backend = "nccl" if is_cuda(device) else "gloo"
     per_process = _threads_per_process(threads, processes) if not is_cuda(device) else 0
     rendezvous = tempfile.mkdtemp(prefix="rest-ddp-")

@@ -184,6 +184,17 @@ def fetch_checkpoint(store: ResumeStore | None, fingerprint: str, label: str) ->
     return saved
 
 
+def _stop_reason(spec: TrainSpec, state: dict, start: float) -> str:
+    """Why training stops at ``state`` ("" = it goes on): patience, step budget, time budget."""
+    if spec.patience and state["bad_checks"] >= spec.patience:
+        return f"early stop: no better validation reward in {spec.patience} checks"
+    if spec.max_steps and state["step"] >= spec.max_steps:
+        return f"reached {spec.max_steps} steps"
+    if spec.max_minutes and time.time() - start > spec.max_minutes * 60:
+        return f"time budget of {spec.max_minutes} min used"
+    return ""
+
+
 def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict], spec: TrainSpec,
               reward_fn: Callable, checkpoint_dir: str | None = None, weights: Sequence[float] | None = None,
               fingerprint: str = "", true_fn: Callable | None = None, runtime=None,
@@ -280,6 +291,12 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
     start = time.time() - state["elapsed"]
     last_log, log_tokens, log_loss, log_n = time.time(), 0, 0.0, 0
     stopped = ""
+    if state["step"]:
+        # Resumed from a checkpoint written as training stopped (the step was lost before its
+        # output was saved): stop again before any further step, as the unbroken run did.
+        stopped = _stop_reason(spec, state, start)
+        if rt.distributed and rt.agree(bool(stopped)) and not stopped:
+            stopped = "stopped by rank 0"
     while not stopped:
         epoch = state["epoch"]
         if spec.max_steps == 0 and epoch >= spec.max_epochs:
@@ -315,12 +332,7 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
                 last_log, log_tokens, log_loss, log_n = time.time(), 0, 0.0, 0
             if spec.eval_every and step % spec.eval_every == 0:
                 check(step)
-            if spec.patience and state["bad_checks"] >= spec.patience:
-                stopped = f"early stop: no better validation reward in {spec.patience} checks"
-            elif spec.max_steps and step >= spec.max_steps:
-                stopped = f"reached {spec.max_steps} steps"
-            elif spec.max_minutes and time.time() - start > spec.max_minutes * 60:
-                stopped = f"time budget of {spec.max_minutes} min used"
+            stopped = _stop_reason(spec, state, start)
             if rt.distributed and rt.agree(bool(stopped)) and not stopped:
                 stopped = "stopped by rank 0"
             state["elapsed"] = time.time() - start
