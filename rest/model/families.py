@@ -393,7 +393,7 @@ def record(policy_dir: str, languages: Any = None, trust_remote_code: bool = Fal
 
     None for a decoder-only policy (its prompt says what to do: ``rest.model.causal``).
     """
-    from rest.model import causal
+    from rest.model import causal  # imports torch; this module is read by the compile step, which needs none
 
     if causal.is_causal_dir(policy_dir):
         return None

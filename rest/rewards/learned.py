@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from rest.config import RewardModelConfig
+from rest.model.device import Meter, cpu_threads, model_device, resolve
 from rest.rewards.metrics import get_reward
 from rest.rewards.reward_model import (ENCODING, INFO_FILE, accepts_token_types, collate, encode_pairs,
                                        length_batches, pair_special_ids, read_info)
@@ -81,8 +82,6 @@ def _finite_or_none(v):
 def predict(model, encoded, pad_id: int, batch_size: int = 128, token_types: bool = True) -> np.ndarray:
     """Raw regression outputs for encoded pairs, in input order (no clamping)."""
     import torch
-
-    from rest.model.device import model_device
 
     device = model_device(model)
     out = np.empty(len(encoded), dtype=float)
@@ -300,7 +299,6 @@ def train_reward_model(scored_paths: list[str], cfg: RewardModelConfig, out_dir:
     """
     import torch
 
-    from rest.model.device import Meter, cpu_threads, resolve
 
     t0 = time.time()
     device = resolve(cfg.device, "reward_model.device")

@@ -16,6 +16,7 @@ import os
 import random
 from typing import Sequence
 
+from rest.model.device import resolve
 from rest.rewards.base import RewardError
 
 INFO_FILE = "rest_reward_model.json"   # beside the weights: what the model predicts and how pairs are encoded
@@ -162,8 +163,6 @@ class LearnedReward:
 
     def place(self, device: str = "auto", where: str = "score.device"):
         """Score on ``device`` (auto: a CUDA GPU when torch sees one, else the CPU); returns the device."""
-        from rest.model.device import resolve
-
         self.device = resolve(device, where)
         self.model.to(self.device)
         return self.device
