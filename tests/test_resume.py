@@ -10,6 +10,7 @@ same grown set. The S3 server is moto's, over HTTP on 127.0.0.1.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -275,3 +276,60 @@ def test_resuming_a_finished_training_takes_no_further_step(tmp_path, tiny_polic
     assert again["optimizer_steps"] == first["optimizer_steps"]
     assert sha256_file(str(tmp_path / "a" / "model.safetensors")) == sha256_file(
         str(tmp_path / "b" / "model.safetensors"))
+
+
+# -- data-parallel: every rank resumes from the checkpoint rank 0 fetched ---------------------------
+
+@pytest.mark.integration
+def test_data_parallel_ranks_resume_from_the_object_store(s3_server, tmp_path, tiny_policy, caplog):
+    """Two gloo processes: rank 0 downloads the checkpoint before the other rank starts, both
+    resume at its step, and the run ends as an unbroken two-process run does."""
+    import itertools
+
+    import torch
+
+    from rest.model.device import Amp
+    from rest.model.distributed import train_parallel
+    from rest.model.policy import load_policy
+    from rest.model.train import TrainSpec
+
+    rows = [{"source": de, "target": en} for _, de, en in bundled_rows("train", 160)]
+    valid = [{"source": de, "target": en} for _, de, en in bundled_rows("valid", 2)]
+    counter = itertools.count()
+
+    def rising_reward(sources, hyps, refs):  # every check is better than all before: the last weights are kept
+        return [float(next(counter))] * len(hyps)
+
+    def train(max_steps: int, ckpt: str, resume_uri: str | None):
+        model, tok = load_policy(tiny_policy)
+        spec = TrainSpec(learning_rate=3e-3, warmup_steps=0, batch_tokens=700, max_steps=max_steps, eval_every=3,
+                         checkpoint_every=3, seed=7, label="ddp", valid_backend="hf")
+        threads = torch.get_num_threads()
+        try:
+            # The same fingerprint for both budgets: the step budget only says when to stop.
+            result = train_parallel(model, tok, rows, valid, spec, rising_reward, device=torch.device("cpu"),
+                                    amp=Amp(), processes=2, policy_dir=tiny_policy, threads=1, checkpoint_dir=ckpt,
+                                    fingerprint="ddp-test", resume_uri=resume_uri)
+        finally:
+            torch.set_num_threads(threads)
+        return result, model
+
+    settings = s3_server.settings(bucket=BUCKET)
+    root = storage.resume_uri(f"ddp-{uuid.uuid4().hex[:8]}", settings)
+    storage.configure(settings)  # as rest_kfp.runtime.step() does in a component
+    try:
+        first, _ = train(3, str(tmp_path / "pod1"), root)  # lost after its step-3 checkpoint was uploaded
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            resumed, m_resumed = train(6, str(tmp_path / "pod2"), root)  # a fresh, empty disk
+    finally:
+        storage.configure(None)
+    # Rank 0 fetched it (before the other rank started: a rank that began at step 0 would take
+    # other collectives than rank 0 and the run would fail).
+    assert "fetched 1 saved state file(s) from s3://" in caplog.text
+    assert "ddp: resuming from checkpoint at step 3" in caplog.text
+    clean, m_clean = train(6, str(tmp_path / "clean"), None)
+    assert first.steps == 3 and resumed.steps == clean.steps == 6
+    assert resumed.step_losses == clean.step_losses
+    for (name, a), b in zip(m_resumed.state_dict().items(), m_clean.state_dict().values()):
+        assert torch.equal(a, b), name
