@@ -89,12 +89,67 @@ def table(run_dir: str, n_bootstrap: int = 1000, seed: int = 12345) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _task_dir(model_path: str | None) -> str | None:
+    """The pipeline task directory an evaluated policy came from (``.../finetune-op-2/improved``)."""
+    return os.path.dirname(model_path) if model_path else None
+
+
+def self_training(run_dir: str) -> str:
+    """What each iteration found: pool accuracy of its samples, problems solved, kept set, wrong steps, pass@k.
+
+    Read from the run's own artifacts: the scored Grow set of each iteration (``score-op*``),
+    its filtered set (``filter-op*``) and the evaluation rows in ``summary.json``. "Wrong steps"
+    counts kept solutions whose answer is right but whose working is not the correct
+    procedure (``rest.tasks.arithmetic.steps_are_correct``): the outcome-only verifier keeps them.
+    """
+    from rest.tasks.arithmetic import steps_are_correct
+
+    with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
+        rows = json.load(f)["steps"]
+    root = next(os.path.join(run_dir, "pipeline_root", d) for d in os.listdir(os.path.join(run_dir, "pipeline_root")))
+
+    def read(path):
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f]
+
+    def op_dir(name, g):
+        return os.path.join(root, name if g == 1 else f"{name}-{g}")
+
+    lines = ["| policy | pool samples correct | pool problems solved (of which 5-digit) | 5-digit samples with 5+ steps | "
+             "kept (union) | kept with wrong steps | pass@1 | pass@2 | pass@4 | pass@8 |", "|---" * 10 + "|"]
+    for r in rows:
+        g = r["g"]
+        k = {int(a): b for a, b in (r.get("pass_at_k") or {}).items()}
+        passes = [f"{100 * k[n]:.1f} %" if n in k else "–" for n in (1, 2, 4, 8)]
+        if r.get("control") or g == 0:
+            label = "control" if r.get("control") else "BC"
+            lines.append(f"| {label} | – | – | – | – | – | " + " | ".join(passes) + " |")
+            continue
+        scored = read(os.path.join(op_dir("score-op", g), "scored", "data.jsonl"))
+        samples = [x for x in scored if x.get("origin") == "sample"]
+        solved = {x["source_id"] for x in samples if x["reward"] >= 0.5}
+        long_solved = {x["source_id"] for x in samples if x["reward"] >= 0.5 and
+                       max(len(t) for t in x["source"].rstrip("=").split("+")) >= 5}
+        # How many steps the policy writes for a problem longer than any worked solution.
+        long_samples = [x for x in samples if max(len(t) for t in x["source"].rstrip("=").split("+")) >= 5]
+        five_steps = sum(len(x["candidate"].split("|")[0].split()) >= 5 for x in long_samples)
+        kept = [x for x in read(os.path.join(op_dir("filter-op", g), "filtered", "data.jsonl")) if x.get("origin") == "sample"]
+        wrong = sum(not steps_are_correct(x["source"], x["candidate"]) for x in kept)
+        lines.append(f"| ReST-EM iteration {g} | {100 * sum(x['reward'] for x in samples) / max(1, len(samples)):.1f} % "
+                     f"| {len(solved):,} ({len(long_solved):,}) | {five_steps} of {len(long_samples):,} | {len(kept):,} | {wrong} ({100 * wrong / max(1, len(kept)):.1f} %) | "
+                     + " | ".join(passes) + " |")
+    lines += ["", "Pool: each iteration's samples of the answer-only problems, scored by the verifier. pass@k: "
+                  "the unbiased estimate from 8 samples per test problem at the evaluation's temperature."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir")
     ap.add_argument("--n-bootstrap", type=int, default=1000)
     args = ap.parse_args(argv)
     print(table(args.run_dir, args.n_bootstrap))
+    print(self_training(args.run_dir))
     return 0
 
 
