@@ -23,7 +23,8 @@ has parameter inputs): ``ValueError: Parent pipeline input argument 'policy' not
 and (2) an optional artifact input of a sub-pipeline that the caller leaves out fails the
 same way (``... argument 'extra' not found.``). Improve's artifact inputs are optional by
 configuration (the learned reward model, ReST-EM's base policy, the previous Grow's kept
-set), so sub-pipelines would need one variant per combination.
+set), so sub-pipelines would need one variant per combination (tests/test_subpipelines.py
+records this; its strict xfail fails once kfp.local can do it).
 
     python pipeline.py run-local --output-dir runs/default
     python pipeline.py compile --output rest-pipeline.yaml
