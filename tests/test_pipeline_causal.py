@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -57,3 +59,10 @@ def test_tiny_rest_em_run_with_a_causal_policy_through_kfp_local(tmp_path, tiny_
     v = summary["verdict"]
     assert v["binary_reward"] and "hard_reward" in v["significance"]["control"]
     assert "| test accuracy | hard accuracy |" in (out / "summary.md").read_text()
+    # docs/rest-em.md's tables come from this tool, reading the same run's artifacts.
+    table = subprocess.run([sys.executable, "tools/rest_em_table.py", str(out)], capture_output=True, text=True,
+                           check=True).stdout
+    assert "| ReST-EM iteration 2 | 4 |" in table and "| control: BC + worked solutions only | 4 |" in table
+    # The second table (what each iteration found): 4 hard pool problems x 2 samples were drawn.
+    iteration_2 = [line for line in table.splitlines() if line.startswith("| ReST-EM iteration 2 | ")][1]
+    assert iteration_2.split("|")[4].strip().endswith(" of 8")

@@ -97,23 +97,29 @@ def _task_dir(model_path: str | None) -> str | None:
 def self_training(run_dir: str) -> str:
     """What each iteration found: pool accuracy of its samples, problems solved, kept set, wrong steps, pass@k.
 
-    Read from the run's own artifacts: the scored Grow set of each iteration (``score-op*``),
-    its filtered set (``filter-op*``) and the evaluation rows in ``summary.json``. "Wrong steps"
+    Read from the run's own artifacts: the scored Grow set of each iteration (``scored/data.jsonl``),
+    its filtered set (``filtered/data.jsonl``) and the evaluation rows in ``summary.json``. "Wrong steps"
     counts kept solutions whose answer is right but whose working is not the correct
     procedure (``rest.tasks.arithmetic.steps_are_correct``): the outcome-only verifier keeps them.
     """
     from rest.tasks.arithmetic import steps_are_correct
 
-    with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
-        rows = json.load(f)["steps"]
-    root = next(os.path.join(run_dir, "pipeline_root", d) for d in os.listdir(os.path.join(run_dir, "pipeline_root")))
-
     def read(path):
         with open(path, encoding="utf-8") as f:
             return [json.loads(line) for line in f]
 
-    def op_dir(name, g):
-        return os.path.join(root, name if g == 1 else f"{name}-{g}")
+    with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
+        rows = json.load(f)["steps"]
+    # Each iteration's scored Grow set and filtered (kept) set, found by content rather than by
+    # task directory names: every row carries the Grow iteration it was sampled in, and the
+    # kept set of iteration g (a union over iterations with filter.accumulate) reaches g.
+    scored_by_g, kept_by_g = {}, {}
+    for dirpath, _, files in os.walk(os.path.join(run_dir, "pipeline_root")):
+        kind = os.path.basename(dirpath)
+        if "data.jsonl" in files and kind in ("scored", "filtered"):
+            rows_here = read(os.path.join(dirpath, "data.jsonl"))
+            g_max = max((x.get("grow", 0) for x in rows_here), default=0)
+            (scored_by_g if kind == "scored" else kept_by_g)[g_max] = rows_here
 
     lines = ["| policy | pool samples correct | pool problems solved (of which 5-digit) | 5-digit samples with 5+ steps | "
              "kept (union) | kept with wrong steps | pass@1 | pass@2 | pass@4 | pass@8 |", "|---" * 10 + "|"]
@@ -125,7 +131,7 @@ def self_training(run_dir: str) -> str:
             label = "control" if r.get("control") else "BC"
             lines.append(f"| {label} | – | – | – | – | – | " + " | ".join(passes) + " |")
             continue
-        scored = read(os.path.join(op_dir("score-op", g), "scored", "data.jsonl"))
+        scored = scored_by_g.get(g, [])
         samples = [x for x in scored if x.get("origin") == "sample"]
         solved = {x["source_id"] for x in samples if x["reward"] >= 0.5}
         long_solved = {x["source_id"] for x in samples if x["reward"] >= 0.5 and
@@ -133,7 +139,7 @@ def self_training(run_dir: str) -> str:
         # How many steps the policy writes for a problem longer than any worked solution.
         long_samples = [x for x in samples if max(len(t) for t in x["source"].rstrip("=").split("+")) >= 5]
         five_steps = sum(len(x["candidate"].split("|")[0].split()) >= 5 for x in long_samples)
-        kept = [x for x in read(os.path.join(op_dir("filter-op", g), "filtered", "data.jsonl")) if x.get("origin") == "sample"]
+        kept = [x for x in kept_by_g.get(g, []) if x.get("origin") == "sample"]
         wrong = sum(not steps_are_correct(x["source"], x["candidate"]) for x in kept)
         lines.append(f"| ReST-EM iteration {g} | {100 * sum(x['reward'] for x in samples) / max(1, len(samples)):.1f} % "
                      f"| {len(solved):,} ({len(long_solved):,}) | {five_steps} of {len(long_samples):,} | {len(kept):,} | {wrong} ({100 * wrong / max(1, len(kept)):.1f} %) | "
