@@ -86,7 +86,7 @@ def pieces(command: str) -> list[list[str]]:
 def workdir(tmp_path_factory):
     """A scratch directory shaped like the repository (its inputs linked, outputs land here)."""
     d = tmp_path_factory.mktemp("docs")
-    for name in ("data", "models", "manifests", "containers", "scripts", "pyproject.toml"):
+    for name in ("data", "models", "manifests", "containers", "scripts", "configs", "tools", "bench", "pyproject.toml"):
         os.symlink(os.path.join(ROOT, name), d / name)
     shutil.copy(os.path.join(ROOT, "manifests", "cluster-config.example.yaml"), d / "cluster.yaml")
     return d
@@ -230,6 +230,11 @@ def test_every_doc_command_parses_or_runs(doc, workdir, kfp, capsys, monkeypatch
                 if redirect:
                     (workdir / redirect).write_text(out.out, encoding="utf-8")
                 ran.append((where, args.command, out.out))
+            elif head == "python" and re.match(r"^(tools|bench)/[\w/]+\.py$", tokens[1]):
+                # A script that reads a finished run or measures for minutes: it exists and its
+                # --help works (argparse: the arguments shown are the ones it takes).
+                r = subprocess.run([sys.executable, tokens[1], "--help"], cwd=ROOT, capture_output=True, text=True)
+                assert r.returncode == 0, f"{where}: `python {tokens[1]} --help` exited {r.returncode}: {r.stderr[-1000:]}"
             elif tokens[:3] == ["python", "-m", "pytest"]:  # this very suite (or a marked part of it)
                 check_paths(tokens, where)
             elif any(t == "containers/build.sh" for t in tokens[:3]):  # VARIANT=cuda containers/build.sh
