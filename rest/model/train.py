@@ -20,6 +20,7 @@ import torch
 
 from rest.services.resume import ResumeStore
 from rest.model.policy import lr_at, token_batches, token_lengths
+from rest.model.runtime import TrainRuntime
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
     worse on validation than the starting policy. ``true_fn`` (a reference-based metric)
     is recorded beside it at every check, for the reward-hacking guard; it does not pick.
 
-    ``runtime`` (:class:`rest.model.distributed.TrainRuntime`) says where it computes: the
+    ``runtime`` (:class:`rest.model.runtime.TrainRuntime`) says where it computes: the
     device, mixed precision and, data-parallel, this process's rank (default: this process
     alone, on the CPU, fp32). Only rank 0 validates and writes checkpoints.
 
@@ -215,7 +216,6 @@ def train_nll(model, tokenizer, rows: Sequence[dict], valid_rows: Sequence[dict]
     finding no usable local checkpoint, starts from the uploaded one. The caller removes
     the uploaded state once its outputs are written (``checkpoint_store(...).clear()``).
     """
-    from rest.model.distributed import TrainRuntime
     from rest.model.policy import decoder_start_id, max_tokens
 
     from rest.model import causal as causal_lm
