@@ -8,9 +8,11 @@ against it, so an interrupted upload is never mistaken for a finished one. Publi
 the same content again skips objects whose digest already matches, so a retried step
 leaves no duplicates and no half-written objects.
 
-Transient failures (connection errors, 5xx, SlowDown) are retried with exponential
-backoff a bounded number of times; anything else raises :class:`StorageError`, whose
-message names the endpoint and bucket and never the secret key.
+Transient failures (refused or broken connections, timeouts, HTTP 429/500/502/503/504,
+which is how S3 sends SlowDown) are retried by the HTTP client itself (urllib3's
+``Retry``, bounded by :attr:`S3Settings.max_retries`, exponential backoff with jitter,
+honouring Retry-After), each retry logged at WARNING. A failure that remains raises
+:class:`StorageError`, whose message names the endpoint and bucket and never the secret key.
 
 The :class:`ArtifactStore` takes explicit :class:`S3Settings`. The module functions
 (:func:`fetch_to_local`, :func:`fetch_dir_to_local`, :func:`publish`) read the settings
@@ -20,14 +22,13 @@ receive them (a Kubernetes secret mapped to env vars).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
 import logging
 import os
-import random
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, TypeVar
 
@@ -39,9 +40,12 @@ MANIFEST = "_MANIFEST.json"
 SHA_META = "x-amz-meta-sha256"
 T = TypeVar("T")
 
-# S3 error codes worth retrying: the server is busy or briefly unwell, not refusing us.
-_TRANSIENT_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout",
-                    "RequestTimeTooSkewed", "OperationAborted", "XMinioServerNotInitialized"}
+# Statuses the HTTP client retries: the server is busy or briefly unwell, not refusing us.
+# S3 sends SlowDown, ServiceUnavailable and XMinioServerNotInitialized as 503, InternalError as 500.
+_RETRY_STATUSES = (429, 500, 502, 503, 504)
+# A request is signed once and re-sent as is; S3 refuses a signature older than 15 minutes,
+# so a server asking for a longer wait (Retry-After) gets at most this much per retry.
+_RETRY_AFTER_MAX_S = 60
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 
 
@@ -61,7 +65,7 @@ class S3Settings:
     secure: bool = False
     region: str = "us-east-1"  # MinIO's default; naming it avoids a location lookup per bucket
     max_retries: int = 4        # retries after the first attempt
-    backoff_seconds: float = 0.5
+    backoff_seconds: float = 0.5  # urllib3's backoff factor: retries wait 0, 2x, 4x, 8x ... (+ up to 1x jitter)
     timeout_seconds: float = 30.0
 
     def __post_init__(self):
@@ -148,6 +152,56 @@ def parse_uri(uri: str) -> tuple[str, str]:
     return m.group(1), key
 
 
+def _s3_code(response) -> str:
+    """' SlowDown' from an S3 XML error answer (small; urllib3 discards it after the retry), else ''."""
+    try:
+        if "xml" not in (response.headers.get("Content-Type") or ""):
+            return ""
+        m = re.search(rb"<Code>([A-Za-z0-9]{1,64})</Code>", response.data or b"")
+        return " " + m.group(1).decode() if m else ""
+    except Exception:  # a body that cannot be read is no reason to stop retrying
+        return ""
+
+
+@functools.cache
+def _logged_retry_class():
+    import urllib3
+
+    class LoggedRetry(urllib3.Retry):
+        """urllib3's Retry that logs each retry it grants, at WARNING, with the reason and the wait.
+
+        urllib3 itself logs connection-error retries at WARNING but status retries (a 503
+        SlowDown) only at DEBUG, so a step's log would hide that the store was struggling.
+        """
+
+        def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+            new = super().increment(method, url, response, error, _pool, _stacktrace)  # raises when spent
+            if error is not None:
+                reason = f"{type(error).__name__}: {error}"
+            elif response is not None:
+                reason = f"HTTP {response.status}{_s3_code(response)}"
+            else:
+                reason = "unknown"
+            wait = None
+            if response is not None and new.respect_retry_after_header:
+                wait = new.get_retry_after(response)  # what sleep() will honour
+            if not wait:
+                wait = new.get_backoff_time()
+            where = f"{_pool.scheme}://{_pool.host}:{_pool.port}" if _pool is not None else ""
+            done = len(new.history)
+            log.warning("S3 %s %s%s: %s (attempt %d/%d); retrying in ~%.1fs", method, where,
+                        (url or "").split("?", 1)[0], reason, done, done + (new.total or 0) + 1, wait)
+            return new
+
+        def get_backoff_time(self) -> float:
+            # Draw the jitter once per retry, so the wait logged above is the wait slept.
+            if getattr(self, "_drawn", None) is None:
+                self._drawn = super().get_backoff_time()
+            return self._drawn
+
+    return LoggedRetry
+
+
 class ArtifactStore:
     """Digest-checked uploads and downloads against one bucket."""
 
@@ -156,11 +210,22 @@ class ArtifactStore:
         from minio import Minio
 
         self.settings = settings
-        # Our own retry loop decides what is transient; urllib3 must not retry underneath it.
+        n = settings.max_retries
+        # The HTTP client retries, below minio: every S3 call is one request whose body minio
+        # holds as bytes (uploads are read part by part into memory), so urllib3 re-sends it
+        # whole with the same signed headers. allowed_methods=None: PUT/POST/DELETE retry too
+        # (an object PUT or a DELETE is idempotent; see _call for what a repeated POST can do).
+        # raise_on_status=False: once retries are spent the last response goes back to minio,
+        # which turns its XML into an S3Error with the server's code (SlowDown, ...).
+        # redirect=False: minio handles S3's redirects (wrong region) itself.
+        retry = _logged_retry_class()(
+            total=n, connect=n, read=n, status=n, other=n, redirect=False,
+            status_forcelist=_RETRY_STATUSES, allowed_methods=None, raise_on_status=False,
+            backoff_factor=settings.backoff_seconds, backoff_jitter=settings.backoff_seconds,
+            respect_retry_after_header=True, retry_after_max=_RETRY_AFTER_MAX_S)
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=min(10.0, settings.timeout_seconds), read=settings.timeout_seconds),
-            retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0, status=0, raise_on_status=False),
-            maxsize=4)
+            retries=retry, maxsize=4)
         self.client = Minio(settings.endpoint, access_key=settings.access_key or None,
                             secret_key=settings.secret_key or None, secure=settings.secure,
                             region=settings.region, http_client=http)
@@ -189,40 +254,45 @@ class ArtifactStore:
         return text.replace(secret, "***") if secret else text
 
     def _call(self, what: str, fn: Callable[..., T], *args, **kwargs) -> T:
-        """Run one client call with bounded exponential backoff on transient errors."""
+        """Run one client call; turn its failure into a :class:`StorageError` that says where.
+
+        Retrying is the HTTP client's (see ``__init__``): what arrives here has failed for good.
+        """
         from minio.error import InvalidResponseError, S3Error, ServerError
         import urllib3
 
         attempts = self.settings.max_retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                return fn(*args, **kwargs)
-            except S3Error as e:
-                status = getattr(e.response, "status", 0) or 0
-                if e.code in _CREDENTIAL_CODES or (e.code == "AccessDenied" and status == 403):
-                    raise StorageError(
-                        f"{what}: {self._where()} rejected the credentials ({e.code}); check "
-                        f"AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy") from None
-                transient = e.code in _TRANSIENT_CODES or status >= 500
-                reason = f"{e.code}: {e.message}"
-            except ServerError as e:
-                transient, reason = e.status_code >= 500 or e.status_code == 429, f"HTTP {e.status_code}"
-            except InvalidResponseError as e:
-                code = getattr(e, "_code", 0) or 0
-                transient, reason = code >= 500 or code == 429, f"non-XML response, HTTP {code}"
-            except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError) as e:
-                transient, reason = True, f"{type(e).__name__}: {e}"
-            reason = self._scrub(reason)
-            if not transient:
-                raise StorageError(f"{what}: {self._where()}: {reason}") from None
-            if attempt == attempts:
-                raise StorageError(f"{what}: {self._where()} still failing after {attempts} attempts "
-                                   f"({reason}); is the server up and reachable?") from None
-            delay = self.settings.backoff_seconds * 2 ** (attempt - 1)
-            delay *= 0.75 + 0.5 * random.random()  # jitter: parallel tasks do not retry in lock-step
-            log.warning("%s: %s (attempt %d/%d); retrying in %.1fs", what, reason, attempt, attempts, delay)
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+        try:
+            return fn(*args, **kwargs)
+        except S3Error as e:
+            status = getattr(e.response, "status", 0) or 0
+            if e.code in _CREDENTIAL_CODES or (e.code == "AccessDenied" and status == 403):
+                raise StorageError(
+                    f"{what}: {self._where()} rejected the credentials ({e.code}); check "
+                    f"AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy") from None
+            retried, reason = status in _RETRY_STATUSES, f"{e.code}: {e.message}"
+        except ServerError as e:
+            retried, reason = e.status_code in _RETRY_STATUSES, f"HTTP {e.status_code}"
+        except InvalidResponseError as e:
+            code = getattr(e, "_code", 0) or 0
+            retried, reason = code in _RETRY_STATUSES, f"non-XML response, HTTP {code}"
+        except urllib3.exceptions.MaxRetryError as e:
+            # Connection refused, reset or timed out on every attempt.
+            retried, reason = True, f"{type(e.reason).__name__}: {e.reason}"
+        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError) as e:
+            # Broke while a response body streamed in (a download), after urllib3 handed it over:
+            # not retried here; the step fails and its task retry publishes or fetches again.
+            raise StorageError(f"{what}: {self._where()}: the connection broke mid-transfer "
+                               f"({self._scrub(f'{type(e).__name__}: {e}')}); is the server up and "
+                               "reachable?") from None
+        # A POST retried after its answer was lost (CompleteMultipartUpload) can come back
+        # NoSuchUpload: it lands here as a plain failure, and a re-run of the step uploads again.
+        reason = self._scrub(reason)
+        if not retried:
+            raise StorageError(f"{what}: {self._where()}: {reason}") from None
+        raise StorageError(f"{what}: {self._where()} still failing after {attempts} "
+                           f"attempt{'s' if attempts > 1 else ''} ({reason}); is the server up and "
+                           "reachable?") from None
 
     # -- bucket and object queries ---------------------------------------------------------
 
