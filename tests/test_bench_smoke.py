@@ -264,3 +264,58 @@ def test_quality_bench_quick_end_to_end(tmp_path):
     assert "| control (references only) |" in md and "Smallest N at which ReST reaches" in md
     again = quality.main(["--quick", "--backend", "ctranslate2", "--output-dir", str(out), "--reuse"])
     assert again["best_of_n"] == b
+
+
+def test_ablation_arms_resolve_and_quick_mode_cuts_their_lists(tmp_path):
+    """bench/ablation.py's arm table: every arm's flags resolve through rest.config (no new settings),
+    and in quick mode an arm's own flags come after the tiny settings, per-step lists cut to one step."""
+    import ablation
+
+    assert ablation.ARMS["baseline"][0] == []  # today's defaults
+    for name, (flags, why) in ablation.ARMS.items():
+        assert why and flags == ablation.arm_flags(name, False, str(tmp_path), [])
+        ablation.check_flags(flags)
+    quick = ablation.arm_flags("percentile", True, str(tmp_path), ["--data.seed", "14"])
+    assert quick[-6:] == ["--filter.mode", "percentile", "--filter.percentiles", "50", "--data.seed", "14"]
+    assert "--no-tracking" in quick and quick[quick.index("--policy") + 1] == ablation.SHIPPED_POLICY
+    ablation.check_flags(quick)
+    assert ablation.main(["--list"]) == 0
+
+
+def test_ablation_bench_quick_then_reuse(tmp_path):
+    """`python bench/ablation.py --quick` as a user types it (≈2 CPU minutes: two tiny run-local arms),
+    then `--reuse`, which re-reads both arms without running anything."""
+    import json
+    import subprocess
+    import time
+
+    out = tmp_path / "abl"
+    cmd = [sys.executable, os.path.join("bench", "ablation.py"), "--quick", "--arms", "baseline,no-references",
+           "--output-dir", str(out)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REST_", "MLFLOW_", "AWS_"))}
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = json.loads((out / "ablation.json").read_text())
+    assert report["quick"] and not report["failed"]
+    arms = {a["arm"]: a for a in report["arms"]}
+    assert list(arms) == ["baseline", "no-references"]
+    for a in arms.values():
+        assert a["last_step"] == {"g": 1, "i": 1} and a["optimizer_steps"] >= 1 and a["cpu_s"] > 0
+        assert all(isinstance(a[k], float) for k in ("test_bleu", "test_chrf", "test_reward", "kept_fraction"))
+        for other in ("vs_bc", "vs_control"):
+            for d in a[other].values():
+                assert d["ci"][0] <= d["delta"] <= d["ci"][1]
+            assert set(a[other]) == {"test_chrf", "test_reward", "test_bleu"}
+    assert "--filter.keep_references false" in " ".join(arms["no-references"]["flags"])
+    md = (out / "ablation.md").read_text()
+    assert "| baseline |" in md and "| no-references |" in md and "chrF Δ vs control" in md
+    assert (out / "ablation.png").stat().st_size > 1000
+
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/arm.json")}
+    t0 = time.time()
+    again = subprocess.run(cmd + ["--reuse"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "[baseline] reused" in again.stdout and "[no-references] reused" in again.stdout
+    assert "run-local --output-dir" not in again.stdout and time.time() - t0 < 120
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/arm.json")} == stamps  # nothing ran again
+    assert json.loads((out / "ablation.json").read_text())["arms"] == report["arms"]

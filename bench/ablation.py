@@ -1,0 +1,391 @@
+#!/usr/bin/env python
+"""The quality ablation of issue 15: which lever turns ReST's headroom into a gain over BC and the control.
+
+Each arm is ``python pipeline.py run-local --output-dir OUT/<arm> <flags>`` (the main job,
+``scripts/main.sh``, with a few flags changed), run one after another in a fresh output
+directory so they do not share the CPU. Every run's own ``summary.json`` already compares
+its last ReST step with BC and with its references-only control (the same optimizer steps
+on the human references) by paired bootstrap over the test sentences; this script collects
+those verdicts, with each arm's wall and CPU seconds, into one table and one plot.
+
+    python bench/ablation.py --list                         # the arms, their flags and why
+    python bench/ablation.py                                # every arm (hours: see the cost below)
+    python bench/ablation.py --arms baseline,no-references  # some arms
+    python bench/ablation.py --reuse                        # continue: finished arms are re-read
+    python bench/ablation.py --quick --output-dir /tmp/abl  # smoke run on tiny data (minutes)
+    python bench/ablation.py --arms n16 -- --data.seed 14   # more run-local flags for every arm
+
+``--reuse`` re-reads an arm from its ``OUT/<arm>/arm.json`` when that arm finished with the
+same flags (an arm whose flags changed, or that failed, runs again); an interrupted study
+continues where it stopped. The report covers every arm of the table that has finished in
+OUT with today's flags, not only those named by ``--arms``, so a study run in pieces ends
+with one table. ``--quick`` runs each arm on a tiny cut of the bundled data (200 training
+pairs, 16 validation, 24 test sentences, 12 Grow sources x 2 samples, one Improve step,
+one epoch, no MLflow) from the shipped BC: it checks the plumbing, its numbers mean nothing.
+In quick mode an arm's list flags (``--filter.percentiles``) are cut to their first value,
+to match the single Improve step.
+
+Output: ``OUT/ablation.md``, ``OUT/ablation.json`` and ``OUT/ablation.png``, rewritten after
+every arm so a stopped study loses nothing. Columns of the table, all of the arm's last
+ReST step (the verdict's ``last_step``: g=G, i=I) on the test split:
+
+- ``test BLEU / chrF / reward``: corpus BLEU and chrF (points), mean sentence reward;
+- ``kept``: the share of the grown set the last Improve step's filter kept;
+- ``steps``: optimizer steps since BC (the control got as many);
+- ``wall s`` / ``CPU s``: the whole run-local process (CPU: user + system seconds of it and
+  every task process, from ``RUSAGE_CHILDREN``); ``load``: the 1-minute load at its start;
+- ``Δ vs BC`` / ``Δ vs control`` for chrF, reward and BLEU: the difference and its 95 %
+  paired-bootstrap interval, read from the run's ``summary.json`` (``verdict.significance``;
+  recomputed from the run's own per-sentence outputs where an older run lacks it);
+- ``mark``: ▲ where the chrF interval over the control lies above 0, ▼ where it lies below
+  (the control excluded 0); ``beats`` the run's own rule: both the chrF and the reward
+  interval above 0 (against BC / against the control).
+
+The plot shows each arm's chrF gain over BC and over its control with the 95 % intervals.
+
+Cost: the baseline is the main job, about 1,700-2,000 CPU s: roughly 15-25 minutes wall per arm
+on 2 cores (12 minutes on an idle machine, more under load). The other arms, estimated from
+what they change, not measured: temp-*, the filter arms (no-references, percentile, best*),
+no-lr-decay and rest-em about the baseline; epochs1 less (half the fine-tuning); n16 about
+1.5x (Grow samples and scores twice as many candidates, and more are kept); n32 about 2.5x;
+g2 and rest-em-g2 about 2x (a second Grow and three more Improve steps); grow-all the most by
+far (all ~23,500 training sources instead of 3,000: about 8x the sampling, scoring and
+fine-tuning, several hours). Every arm: roughly 8-12 hours on 2 cores; ``--quick``: about a
+minute per arm. Extra flags after ``--`` (another seed) go to every arm: give such a study
+its own ``--output-dir``, as the arm folders are named by arm only.
+
+Issue-15 levers that are not yet an arm (they need new code, not flags):
+
+- a stronger BC policy (a larger model trained until patience stops it): the from-scratch
+  settings exist (``--bootstrap.policy '' --bootstrap.d_model/layers/patience``), but as an arm
+  it would train the BC inside the run (hours on 2 cores) and move the BC every other arm is
+  compared with; it needs its own training run and a shipped model, then ``--policy DIR``;
+- a learned reward with a within-source ranking loss: ``rest/rewards/learned.py`` trains the
+  reward model with a pointwise MSE loss only (no ranking-loss setting in ``reward_model``);
+- the domain-adaptation recipe (continue BC on the user's references until patience stops
+  it, then ReST and the control from that converged point): the bootstrap step either loads a
+  given policy or trains one from scratch, none continues a given one to convergence, and
+  the bundled data has no domain split (base modules / adapted modules / held-out pages) yet.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from _common import DATA_DIR, ROOT, SHIPPED_POLICY, machine
+
+# name -> (run-local flags, why the arm is in the study). The flags are only settings that
+# already exist in rest/config.py; `--list` checks each arm against it.
+ARMS: dict[str, tuple[list[str], str]] = {
+    "baseline": ([], "today's defaults (G=1, I=3, 3,000 Grow sources x N=8 at T=0.8, 2 epochs, lr x0.5 per step)"),
+    "grow-all": (["--data.grow_sources", "0"],
+                 "Grow over all ~23,500 training sources instead of 3,000: more material for the filter"),
+    "n16": (["--sample.num_samples", "16"], "N=16: more candidates per source, a better best one to keep"),
+    "n32": (["--sample.num_samples", "32"], "N=32: closer to the paper's 25-100 samples per source"),
+    "temp-0.6": (["--sample.temperature", "0.6"], "colder sampling: fewer but better candidates pass"),
+    "temp-1.0": (["--sample.temperature", "1.0"], "hotter sampling: more diverse candidates, more to filter"),
+    "no-references": (["--filter.keep_references", "false"],
+                      "keep only samples: today about half the kept rows at tau_3 are references (control-like)"),
+    "percentile": (["--filter.mode", "percentile", "--filter.percentiles", "50,70,90"],
+                   "keep each source's own top share: hard sources keep candidates too"),
+    "best2": (["--filter.max_per_source", "2"],
+              "at most the 2 best per source (with references: the reference and the best sample)"),
+    "best1-no-references": (["--filter.max_per_source", "1", "--filter.keep_references", "false"],
+                            "distil the best sample of each source only: the best-of-N sharpening lever"),
+    "epochs1": (["--finetune.epochs", "1"], "one pass per Improve step: steps 2-3 never beat step 1"),
+    "no-lr-decay": (["--finetune.lr_decay", "1.0"], "the same learning rate in every Improve step"),
+    "rest-em": (["--finetune.from_base", "true", "--filter.accumulate", "true"],
+                "ReST-EM: each Improve step fine-tunes BC afresh (accumulate acts from G=2 on)"),
+    "rest-em-g2": (["--finetune.from_base", "true", "--filter.accumulate", "true", "--loop.grow_steps", "2"],
+                   "ReST-EM over two Grow steps: BC fine-tuned on the union of both steps' kept sets"),
+    "g2": (["--loop.grow_steps", "2"], "G=2: a fresh Grow from the improved policy (the paper: +17 % at G=2)"),
+}
+
+# Quick mode: one Improve step, so list flags with one value per Improve step keep their first.
+QUICK_IMPROVE_STEPS = 1
+LIST_FLAGS = ("--filter.thresholds", "--filter.percentiles")
+QUICK_ROWS = {"train": 200, "valid": 16, "test": 24}
+METRICS = (("test_chrf", "chrF", 2), ("test_reward", "reward", 4), ("test_bleu", "BLEU", 2))
+
+
+def quick_data(out: str) -> dict[str, str]:
+    """Tiny train/valid/test TSVs cut from the bundled corpus (header plus the first rows)."""
+    work = os.path.join(out, "quick-data")
+    os.makedirs(work, exist_ok=True)
+    paths = {}
+    for split, n in QUICK_ROWS.items():
+        path = os.path.join(work, f"{split}.tsv")
+        if not os.path.exists(path):
+            with open(os.path.join(DATA_DIR, f"{split}.tsv"), encoding="utf-8", newline="") as f:
+                lines = [line for _, line in zip(range(n + 1), f)]
+            with open(path + ".tmp", "w", encoding="utf-8", newline="") as g:
+                g.writelines(lines)
+            os.replace(path + ".tmp", path)
+        paths[split] = path
+    return paths
+
+
+def quick_flags(out: str) -> list[str]:
+    """The tiny settings every arm starts from in quick mode (the arm's own flags come after and win)."""
+    d = quick_data(out)
+    # --policy explicitly: with --train alone run-local would train a BC policy from scratch.
+    return ["--train", d["train"], "--valid", d["valid"], "--test", d["test"], "--policy", SHIPPED_POLICY,
+            "--data.max_valid", "16", "--data.grow_sources", "12", "--sample.num_samples", "2",
+            "--filter.thresholds", "0.5", "--filter.percentiles", "50", "--finetune.epochs", "1",
+            # Small batches and no warm-up: a few optimizer steps that move the policy, so the
+            # differences and their intervals are not all zero (one warm-up step changes nothing).
+            "--finetune.batch_tokens", "300", "--finetune.warmup_steps", "0",
+            "--loop.register", "false", "--no-tracking"]
+
+
+def shrink_lists(flags: list[str], steps: int) -> list[str]:
+    """``flags`` with every per-Improve-step list (:data:`LIST_FLAGS`) cut to its first ``steps`` values."""
+    out = list(flags)
+    for k, flag in enumerate(out[:-1]):
+        if flag in LIST_FLAGS:
+            out[k + 1] = ",".join(out[k + 1].split(",")[:steps])
+    return out
+
+
+def arm_flags(name: str, quick: bool, out: str, extra: list[str]) -> list[str]:
+    """The run-local flags of arm ``name``: quick settings (if any), the arm's own, then ``extra``."""
+    own = ARMS[name][0]
+    if quick:
+        return quick_flags(out) + shrink_lists(own, QUICK_IMPROVE_STEPS) + list(extra)
+    return own + list(extra)
+
+
+def check_flags(flags: list[str]) -> None:
+    """Resolve ``flags`` as run-local would (``--section.field`` pairs) so a bad arm fails before hours of runs."""
+    from rest.config import load_config
+
+    overrides, k = {}, 0
+    while k < len(flags):
+        flag = flags[k]
+        if flag.startswith("--") and "." in flag and k + 1 < len(flags):
+            overrides[flag[2:]] = flags[k + 1]
+            k += 2
+        else:  # a run-local option (--train PATH, --no-tracking): run-local itself checks it
+            k += 1
+    load_config(None, overrides)
+
+
+def load_record(name: str, flags: list[str], out: str) -> dict | None:
+    """Arm ``name``'s finished record in ``out`` when it ran with exactly ``flags`` (else None)."""
+    from main_job import add_significance
+
+    path = os.path.join(out, name, "arm.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+    if record.get("flags") != flags:
+        return None
+    return {**record, "summary": add_significance(record["summary"], os.path.join(out, name))}
+
+
+def run_one(name: str, flags: list[str], out: str, reuse: bool, quick: bool) -> dict:
+    """Run arm ``name`` (or, with ``reuse``, re-read it); a failed run gives ``{"arm", "failed"}``."""
+    from main_job import run_arm
+
+    if reuse:
+        record = load_record(name, flags, out)
+        if record is not None:
+            print(f"[{name}] reused {os.path.join(out, name, 'arm.json')}", flush=True)
+            return record
+        if os.path.exists(os.path.join(out, name, "arm.json")):
+            print(f"[{name}] its arm.json ran with other flags: running it again", flush=True)
+    try:
+        # main_job.run_arm: fresh output directory, CPU seconds from RUSAGE_CHILDREN, arm.json.
+        record = run_arm(name, flags, out, reuse=False, extra=[])
+    except SystemExit as e:  # a failed arm must not end a study of hours: record it and go on
+        print(str(e), flush=True)
+        return {"arm": name, "flags": flags, "failed": str(e)}
+    record.update(why=ARMS[name][1], quick=quick)
+    with open(os.path.join(out, name, "arm.json"), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+    return record
+
+
+def arm_row(record: dict) -> dict:
+    """The figures of one arm's last ReST step: metrics, Δ and 95 % intervals vs BC and vs the control, costs."""
+    summary = record["summary"]
+    v = summary.get("verdict") or {}
+    steps = summary.get("steps", [])
+    last = v.get("last_step") or {}
+    rest = next((r for r in steps if not r.get("control") and r["g"] == last.get("g") and r["i"] == last.get("i")), {})
+    bc = next((r for r in steps if not r.get("control") and r["g"] == 0), {})
+    ctrl = next((r for r in steps if r.get("control")), {})
+    row = {"arm": record["arm"], "flags": record.get("flags", []), "why": record.get("why", ARMS.get(record["arm"], ("", ""))[1]),
+           "last_step": last, "wall_s": record.get("wall_s"), "cpu_s": record.get("cpu_s"),
+           "load_avg_1min_at_start": record.get("load_avg_1min_at_start"), "commit": record.get("commit"),
+           "kept_fraction": rest.get("kept_fraction"), "optimizer_steps": rest.get("optimizer_steps"),
+           "control_optimizer_steps": ctrl.get("optimizer_steps"),
+           "beats_bc": v.get("beats_bc"), "beats_control": v.get("beats_control"),
+           "bc": {k: bc.get(k) for k, _, _ in METRICS}, "control": {k: ctrl.get(k) for k, _, _ in METRICS}}
+    for key, _, _ in METRICS:
+        row[key] = rest.get(key)
+    sig = v.get("significance") or {}
+    for other in ("bc", "control"):
+        row[f"vs_{other}"] = {key: {"delta": sig[other][key]["delta"], "ci": list(sig[other][key]["delta_ci"]),
+                                    "p_value": sig[other][key].get("p_value")}
+                              for key, _, _ in METRICS if key in sig.get(other, {})}
+    ci = row["vs_control"].get("test_chrf", {}).get("ci")
+    row["mark"] = "" if not ci else "▲" if ci[0] > 0 else "▼" if ci[1] < 0 else ""
+    return row
+
+
+def _num(v, nd: int) -> str:
+    return "–" if v is None else f"{v:.{nd}f}"
+
+
+def _delta(d: dict | None, nd: int) -> str:
+    if not d:
+        return "–"
+    lo, hi = d["ci"]
+    return f"{d['delta']:+.{nd}f} [{lo:+.{nd}f}, {hi:+.{nd}f}]"
+
+
+def _yes(b) -> str:
+    return "–" if b is None else "yes" if b else "no"
+
+
+def markdown(rows: list[dict], failed: list[dict], quick: bool, info: dict) -> str:
+    """``ablation.md``: the results table, the differences table, the arms' flags and the failures."""
+    lines = ["# ReST quality ablation (bench/ablation.py)", ""]
+    if quick:
+        lines += ["**Quick smoke run on tiny data: the numbers mean nothing.**", ""]
+    lines += [f"Machine: {info.get('nproc')} cores, {info.get('cpu')}, torch {info.get('torch')}. "
+              "Every figure is of the arm's last ReST step on the test split; Δ is against BC and against "
+              "the arm's own references-only control (same optimizer steps), with the 95 % paired-bootstrap "
+              "interval from the run's summary.json. ▲/▼: the chrF interval over the control lies above/below 0.", ""]
+    bc = next((r["bc"] for r in rows if r["bc"].get("test_chrf") is not None), None)
+    if bc:
+        lines += [f"BC: test BLEU {_num(bc['test_bleu'], 2)}, chrF {_num(bc['test_chrf'], 2)}, "
+                  f"reward {_num(bc['test_reward'], 4)}.", ""]
+    lines += ["| arm | mark | last step | test BLEU | test chrF | test reward | kept | steps | wall s | CPU s | load |"
+              " beats BC | beats control |", "|---" * 13 + "|"]
+    for r in rows:
+        s = r["last_step"]
+        kept = "–" if r["kept_fraction"] is None else f"{100 * r['kept_fraction']:.1f}%"
+        lines.append(f"| {r['arm']} | {r['mark']} | g{s.get('g', '?')} i{s.get('i', '?')} | {_num(r['test_bleu'], 2)} | "
+                     f"{_num(r['test_chrf'], 2)} | {_num(r['test_reward'], 4)} | {kept} | {r['optimizer_steps']} | "
+                     f"{_num(r['wall_s'], 0)} | {_num(r['cpu_s'], 0)} | {_num(r['load_avg_1min_at_start'], 2)} | "
+                     f"{_yes(r['beats_bc'])} | {_yes(r['beats_control'])} |")
+    head = " | ".join(f"{label} Δ vs {other}" for other in ("BC", "control") for _, label, _ in METRICS)
+    lines += ["", "Differences, Δ [95 % interval]:", "", f"| arm | {head} |", "|---" * 7 + "|"]
+    for r in rows:
+        cells = [_delta(r[f"vs_{other}"].get(key), nd) for other in ("bc", "control") for key, _, nd in METRICS]
+        lines.append(f"| {r['arm']}{' ' + r['mark'] if r['mark'] else ''} | " + " | ".join(cells) + " |")
+    lines += ["", "The arms (their own flags; --quick puts tiny settings before them):", "",
+              "| arm | flags | why |", "|---|---|---|"]
+    for name, (flags, why) in ARMS.items():
+        lines.append(f"| {name} | `{' '.join(flags) or '(none)'}` | {why} |")
+    if failed:
+        lines += ["", "Failed arms (run again with --reuse to retry only these):", ""]
+        lines += [f"- {f['arm']}: {f['failed']}" for f in failed]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: str, quick: bool) -> None:
+    """``ablation.png``: each arm's chrF gain over BC and over its control, with 95 % interval bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.45 * max(1, len(rows))))
+    for k, r in enumerate(rows):
+        y = len(rows) - 1 - k  # the table's order, top to bottom
+        for other, dy, color, marker in (("bc", 0.12, "tab:blue", "o"), ("control", -0.12, "tab:orange", "s")):
+            d = r[f"vs_{other}"].get("test_chrf")
+            if d:
+                lo, hi = d["ci"]
+                ax.errorbar(d["delta"], y + dy, xerr=[[d["delta"] - lo], [hi - d["delta"]]], fmt=marker, color=color,
+                            capsize=3, label=f"vs {'BC' if other == 'bc' else 'control'}" if k == 0 else None)
+    ax.axvline(0.0, color="grey", linewidth=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_yticklabels([r["arm"] + (f" {r['mark']}" if r["mark"] else "") for r in reversed(rows)])
+    for label, r in zip(ax.get_yticklabels(), reversed(rows)):
+        if r["mark"]:
+            label.set_fontweight("bold")
+    ax.set_xlabel("test chrF gain of the last ReST step (points, 95 % paired-bootstrap interval)")
+    ax.set_title("ReST ablation" + (" — quick smoke run, numbers mean nothing" if quick else ""))
+    if rows:
+        ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def collect(out: str, quick: bool, extra: list[str]) -> list[dict]:
+    """Every arm of the table that finished in ``out`` with today's flags, in table order."""
+    records = []
+    for name in ARMS:
+        record = load_record(name, arm_flags(name, quick, out, extra), out)
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def write_report(out: str, quick: bool, extra: list[str], failed: list[dict], info: dict) -> list[dict]:
+    """Write ``ablation.md``, ``ablation.json`` and ``ablation.png`` for the finished arms; return their rows."""
+    rows = [arm_row(r) for r in collect(out, quick, extra)]
+    with open(os.path.join(out, "ablation.md"), "w", encoding="utf-8") as f:
+        f.write(markdown(rows, failed, quick, info))
+    with open(os.path.join(out, "ablation.json"), "w", encoding="utf-8") as f:
+        json.dump({"machine": info, "quick": quick, "extra_flags": extra, "arms": rows, "failed": failed}, f, indent=1)
+    plot(rows, os.path.join(out, "ablation.png"), quick)
+    return rows
+
+
+def arm_table() -> str:
+    """The arm table as plain text (``--list``)."""
+    width = max(map(len, ARMS))
+    return "\n".join(f"{name:<{width}}  {' '.join(flags) or '(defaults)'}\n{'':<{width}}  {why}"
+                     for name, (flags, why) in ARMS.items())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--output-dir", "--out", dest="out", default=os.path.join(ROOT, "runs", "bench-ablation"),
+                    help="output directory: one folder per arm and the report (default runs/bench-ablation)")
+    ap.add_argument("--arms", default="", help="comma-separated arms to run (default: all; see --list)")
+    ap.add_argument("--list", action="store_true", help="print the arm table and exit")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run of each arm (numbers mean nothing)")
+    ap.add_argument("--reuse", action="store_true", help="re-read arms that already finished in the output directory")
+    ap.add_argument("extra", nargs="*", help="more run-local flags for every arm (after --), e.g. --data.seed 14")
+    args = ap.parse_args(argv)
+    out = os.path.abspath(args.out)  # run-local runs from the repository root
+    names = [a.strip() for a in args.arms.split(",") if a.strip()] or list(ARMS)
+    unknown = [a for a in names if a not in ARMS]
+    if unknown:
+        ap.error(f"unknown arm(s) {', '.join(unknown)}; the arms: {', '.join(ARMS)}")
+    from rest.config import ConfigError
+
+    for name in ARMS:  # every arm, so a typo in the table shows before the first hour is spent
+        try:
+            check_flags(ARMS[name][0] + args.extra)
+        except ConfigError as e:
+            ap.error(f"arm {name}: {e}")
+    if args.list:
+        print(arm_table())
+        return 0
+    os.makedirs(out, exist_ok=True)
+    info = machine()
+    failed = []
+    for name in names:
+        record = run_one(name, arm_flags(name, args.quick, out, args.extra), out, args.reuse, args.quick)
+        if "failed" in record:
+            failed.append(record)
+        write_report(out, args.quick, args.extra, failed, info)  # after every arm: nothing is lost if stopped
+    with open(os.path.join(out, "ablation.md"), encoding="utf-8") as f:
+        print(f.read())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
