@@ -282,6 +282,7 @@ def test_ablation_arms_resolve_and_quick_mode_cuts_their_lists(tmp_path):
     assert ablation.main(["--list"]) == 0
 
 
+@pytest.mark.slow  # ~2 CPU minutes: two tiny run-local arms; the default suite stays under its budget
 def test_ablation_bench_quick_then_reuse(tmp_path):
     """`python bench/ablation.py --quick` as a user types it (≈2 CPU minutes: two tiny run-local arms),
     then `--reuse`, which re-reads both arms without running anything."""
