@@ -318,7 +318,9 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sources", help="source-only text for Grow (.txt one sentence per line, or TSV/JSONL); "
                                      "needs --score.reward reward_model")
     g.add_argument("--reward-model", help="learned reward model directory: sets score.reward=reward_model")
-    g.add_argument("--policy", help="start from this seq2seq model directory (skips the bootstrap training)")
+    g.add_argument("--policy", help="start from this model (directory, s3:// or models:/NAME@alias); used as BC "
+                                    "as it is, or continued on --train until patience stops it with "
+                                    "--bootstrap.converge true (adapting a model to your own data)")
 
 
 def resolve_config(args) -> RunConfig:

@@ -171,6 +171,17 @@ class BootstrapConfig:
     patience: int = field(default=4, metadata=_help(
         "Stop after this many checks without a better validation chrF (convergence)."))
     max_minutes: float = field(default=120.0, metadata=_help("Wall-clock budget for training (minutes)."))
+    converge: bool = field(default=False, metadata=_help(
+        "With a given policy: first continue its NLL training on the training split until validation reward "
+        "stops improving for `patience` checks (every `eval_every` steps; or max_epochs / max_minutes), and use "
+        "that as the run's BC policy: the paper's BC trained to convergence on D. ReST and the references-only "
+        "control then start from the same converged point, so a gain over the control is not just the "
+        "supervised training the given model still lacked on your data. For adapting a model to your own "
+        "domain's parallel data. A from-scratch policy (policy '') always trains this way."))
+    converge_learning_rate: float = field(default=5e-4, metadata=_help(
+        "Peak learning rate of the converge training of a given policy (linear warm-up over "
+        "converge_warmup_steps, then inverse-sqrt decay)."))
+    converge_warmup_steps: int = field(default=30, metadata=_help("Warm-up steps of the converge training."))
     trust_remote_code: bool = field(default=False, metadata=_help(
         "Let a model directory run its own Python code. Off: only safetensors weights of known architectures load."))
     seed: int = field(default=13, metadata=_help("Seed for initialisation and batching."))
@@ -222,6 +233,8 @@ class BootstrapConfig:
                f"{w}.max_epochs", "max_epochs, eval_every and patience must be >= 1")
         _check(self.warmup_steps >= 0, f"{w}.warmup_steps", f"is {self.warmup_steps}; must be >= 0 (0 = no warm-up)")
         _check(self.max_minutes > 0, f"{w}.max_minutes", "must be > 0")
+        _check(self.converge_learning_rate > 0, f"{w}.converge_learning_rate", "must be > 0, e.g. 5e-4")
+        _check(self.converge_warmup_steps >= 0, f"{w}.converge_warmup_steps", "must be >= 0 (0 = no warm-up)")
 
 
 @dataclass

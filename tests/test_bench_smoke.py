@@ -320,3 +320,52 @@ def test_ablation_bench_quick_then_reuse(tmp_path):
     assert "run-local --output-dir" not in again.stdout and time.time() - t0 < 120
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/arm.json")} == stamps  # nothing ran again
     assert json.loads((out / "ablation.json").read_text())["arms"] == report["arms"]
+
+
+def test_domain_split_is_by_page_and_covers_the_test_modules(tmp_path):
+    """bench/domain.py's split: every row of the bundled test modules on exactly one side, no page on two."""
+    import domain
+
+    paths = domain.domain_split(str(tmp_path))
+    pages, total = {}, 0
+    for name, path in paths.items():
+        with open(path, encoding="utf-8") as f:
+            header, *lines = f.read().splitlines()
+        assert header == "id\tde\ten" and lines, name
+        total += len(lines)
+        for line in lines:
+            pages.setdefault(line.split("#", 1)[0], set()).add(name)
+    with open(os.path.join(ROOT, "data", "libreoffice-de-en", "test.tsv"), encoding="utf-8") as f:
+        assert total == sum(1 for _ in f) - 1
+    assert all(len(sides) == 1 for sides in pages.values())
+    flags = domain.arm_flags("converge", paths, False, [])
+    assert flags[flags.index("--bootstrap.converge") + 1] == "true" and "--policy" in flags
+    import ablation
+
+    ablation.check_flags(flags)  # every --section.field of the arm resolves through rest.config
+
+
+@pytest.mark.slow  # ~2 CPU minutes: two tiny run-local arms
+def test_domain_bench_quick(tmp_path):
+    """`python bench/domain.py --quick` as a user types it: both arms run, the converge arm's BC is the
+    shipped BC continued on the domain pairs, and the report compares ReST with BC and the control."""
+    import json
+    import subprocess
+
+    out = tmp_path / "dom"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REST_", "MLFLOW_", "AWS_"))}
+    res = subprocess.run([sys.executable, os.path.join("bench", "domain.py"), "--quick", "--out", str(out)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = json.loads((out / "domain.json").read_text())
+    assert set(report["arms"]) == {"given", "converge"}
+    for arm in report["arms"].values():
+        v = arm["summary"]["verdict"]
+        assert set(v["significance"]) == {"bc", "control"} and "control_better_on" in v
+    import domain
+
+    trained = domain.converged_training(str(out / "converge"))
+    assert trained and trained["steps"] > 0 and domain.converged_training(str(out / "given")) is None
+    assert report["converged_vs_given_bc"]["test_chrf"]["delta_ci"][0] <= report["converged_vs_given_bc"]["test_chrf"]["delta"]
+    md = (out / "domain.md").read_text()
+    assert "| converge | BC (continued" in md and "Converged BC vs the given BC" in md

@@ -73,6 +73,18 @@ def test_clearly_better_system_beats():
     assert "both the chrF difference and the mean-reward difference lie above 0" in text
 
 
+def test_summary_says_in_plain_words_when_the_control_is_significantly_better():
+    # ReST no better than BC; the control right everywhere: plain fine-tuning won.
+    v = summary.verdict(rows(POINT), {"bc": system(BASE), "g1-i1": system(BASE), "control": system(CLEARLY_BETTER)})
+    assert v["control_better_on"] == ["chrF", "reward"] and v["beats_control"] is False
+    text = summary.verdict_text(v)
+    assert "The references-only control is significantly better than ReST on chrF and reward" in text
+    assert "bootstrap.converge=true" in text
+    # Only a noisy difference: nothing is said.
+    v = summary.verdict(rows(POINT), {"bc": system(BASE), "g1-i1": system(NOISY), "control": system(BASE)})
+    assert v["control_better_on"] == [] and "significantly better than ReST" not in summary.verdict_text(v)
+
+
 def test_point_better_but_noisy_system_does_not_beat():
     v = summary.verdict(rows(POINT), {"bc": system(BASE), "g1-i1": system(NOISY), "control": system(BASE)})
     sig = v["significance"]["bc"]

@@ -19,8 +19,8 @@ from rest.model.device import Meter, amp_for, cpu_threads, is_cuda, resolve
 from rest.model.distributed import TrainRuntime
 from rest.model.causal import record_prompt
 from rest.model.families import record as record_translation
-from rest.model.policy import (resolve_policy, build_model, check_policy_dir, fingerprint, policy_info, save_policy,
-                     train_tokenizer)
+from rest.model.policy import (resolve_policy, build_model, check_policy_dir, fingerprint, load_policy, policy_info,
+                               save_policy, train_tokenizer)
 from rest.rewards.metrics import get_reward
 from rest.model.train import TrainSpec, checkpoint_store, train_nll
 
@@ -57,10 +57,13 @@ def bootstrap(cfg: BootstrapConfig, train_path: str, valid_path: str, out_dir: s
         # A causal policy reads its prompt from its lineage: record the configured one (auto keeps its own).
         record_prompt(out_dir, cfg.prompt, cfg.trust_remote_code)
         translation = record_translation(out_dir, languages, cfg.trust_remote_code)
+        extra = {"translation": translation.to_dict()} if translation is not None else {}
+        if cfg.converge:
+            return {**converge(cfg, out_dir, train_path, valid_path, reward, checkpoint_dir, threads, resume_uri,
+                               source_sha256=sha256_path(src)), **extra}
         info = policy_info(out_dir)
         log.info("bootstrap: using given policy %s", cfg.policy)
-        return {**info, "source": cfg.policy, "sha256": sha256_path(out_dir), "trained": False,
-                **({"translation": translation.to_dict()} if translation is not None else {})}
+        return {**info, "source": cfg.policy, "sha256": sha256_path(out_dir), "trained": False, **extra}
     device = resolve(cfg.device, "bootstrap.device")
     cpu_threads(device, threads or cfg.threads)  # CPU threads only when training on the CPU
     t0 = time.time()
@@ -99,6 +102,60 @@ def bootstrap(cfg: BootstrapConfig, train_path: str, valid_path: str, out_dir: s
     if store is not None:
         store.clear()  # the policy is saved: the uploaded checkpoint has served
     return {**info, "sha256": sha256_path(out_dir), "trained": True}
+
+
+def converge(cfg: BootstrapConfig, policy_dir: str, train_path: str, valid_path: str, reward: str = "chrf",
+             checkpoint_dir: str | None = None, threads: int = 0, resume_uri: str | None = None,
+             source_sha256: str = "") -> dict:
+    """Continue the given policy in ``policy_dir`` on the training split until patience stops it; save it there.
+
+    The result is this run's BC policy (``optimizer_steps_since_bc`` 0, the given policy's
+    lineage kept under ``converged_from``): the control continues from it exactly as ReST
+    does, so neither arm is credited with supervised training the given model still lacked
+    on the user's data. Stops on ``patience`` checks without a better validation reward
+    (every ``eval_every`` steps), ``max_epochs`` or ``max_minutes``; the best checkpoint is kept,
+    so the policy is never worse on validation than the given one.
+    """
+    device = resolve(cfg.device, "bootstrap.device")
+    cpu_threads(device, threads or cfg.threads)
+    t0 = time.time()
+    given = policy_info(policy_dir)
+    model, tokenizer = load_policy(policy_dir, trust_remote_code=cfg.trust_remote_code)
+    spec = TrainSpec(learning_rate=cfg.converge_learning_rate, warmup_steps=cfg.converge_warmup_steps,
+                     batch_tokens=cfg.batch_tokens, max_epochs=cfg.max_epochs, eval_every=cfg.eval_every,
+                     patience=cfg.patience, max_minutes=cfg.max_minutes, seed=cfg.seed, label="bootstrap (converge)",
+                     valid_max_length_ratio=cfg.valid_max_length_ratio, valid_backend=cfg.valid_backend)
+    runtime = TrainRuntime(device=device, amp=amp_for(device, "auto", "bootstrap.precision"))
+    # The given weights are part of what a resumable checkpoint must match (policy is a stopping field above).
+    key = fingerprint([training_fingerprint(cfg, train_path, valid_path), source_sha256])
+    log.info("bootstrap: continuing the given policy %s on the training split until patience stops it "
+             "(bootstrap.converge)", cfg.policy)
+    with Meter(device) as meter:
+        result = train_nll(model, tokenizer, read_rows(train_path), read_rows(valid_path), spec, get_reward(reward),
+                           checkpoint_dir=checkpoint_dir, fingerprint=key, runtime=runtime, resume_uri=resume_uri)
+    if is_cuda(device):
+        model.to("cpu")
+    start = result.history[0]["valid_reward"] if result.history else None
+    info = {**{k: v for k, v in given.items() if k not in ("bc_training", "converged_from")},
+            "kind": "bc", "optimizer_steps_since_bc": 0, "bootstrap_config": asdict(cfg),
+            "train_sha256": sha256_path(train_path),
+            "converged_from": {"source": cfg.policy, "sha256": source_sha256, "kind": given.get("kind"),
+                               "optimizer_steps_since_bc": given.get("optimizer_steps_since_bc"),
+                               "start_valid_reward": start},
+            "bc_training": {"steps": result.steps, "epochs": result.epochs, "stopped": result.stopped,
+                            "best_valid_reward": result.best_valid_reward, "best_step": result.best_step,
+                            "start_valid_reward": start, "tokens_per_s": result.tokens_per_s,
+                            "wall_s": time.time() - t0, "skipped_overlong": result.skipped_overlong,
+                            "history": result.history, "precision": runtime.amp.name,
+                            **meter.record(tokens_per_s=result.tokens_per_s)}}
+    save_policy(model, tokenizer, policy_dir, info)
+    store = checkpoint_store(checkpoint_dir, resume_uri, key, spec.label)
+    if store is not None:
+        store.clear()
+    log.info("bootstrap: converged the given policy: valid reward %s -> %.4f (best at step %d of %d; %s)",
+             f"{start:.4f}" if start is not None else "?", result.best_valid_reward, result.best_step, result.steps,
+             result.stopped)
+    return {**info, "source": cfg.policy, "sha256": sha256_path(policy_dir), "trained": True}
 
 
 def _causal_policy(cfg: BootstrapConfig, train_rows: list[dict]):

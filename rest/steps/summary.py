@@ -204,6 +204,8 @@ def verdict(rows: list[dict], sentences: dict[str, list[dict]] | None = None, n_
         if sig is not None:
             out["significance"][name] = sig
         out[f"beats_{name}"] = beats(sig, binary) if sig is not None else None
+    # Where the control is significantly better: the summary says so in plain words.
+    out["control_better_on"] = control_wins(out)
     out["significance_rule"] = BINARY_RULE if binary else BEATS_RULE
     out["n_bootstrap"], out["bootstrap_seed"] = n_bootstrap, seed
     out["test_sentences"] = len(sentences.get(sentence_key(last)) or [])
@@ -372,6 +374,14 @@ def significance_table(v: dict) -> str:
             f"{v.get('significance_rule', BEATS_RULE)}.\n")
 
 
+def control_wins(v: dict) -> list[str]:
+    """The judged metrics on which the control beats the last ReST step (its 95 % interval of ReST minus
+    control lies wholly below 0): what the summary says in plain words when ReST loses."""
+    sig = (v.get("significance") or {}).get("control") or {}
+    compared = (("test_reward", "accuracy", 4),) if v.get("binary_reward") else COMPARED[:2]
+    return [label for key, label, _ in compared if key in sig and sig[key]["delta_ci"][1] < 0]
+
+
 def verdict_text(v: dict) -> str:
     """The verdict in plain words, control included, hiding nothing: intervals and the rule behind "beats"."""
     if not v:
@@ -398,6 +408,13 @@ def verdict_text(v: dict) -> str:
         s.append(f"Vs the references-only control (same optimizer steps on the human references): "
                  f"chrF {v['test_chrf_vs_control']:+.2f}, reward {v['test_reward_vs_control']:+.4f}, "
                  f"BLEU {v['test_bleu_vs_control']:+.2f} — {_beats_words(v, 'control', 'the control')}.")
+    worse = control_wins(v)
+    if worse:
+        s.append(f"The references-only control is significantly better than ReST on {' and '.join(worse)}: on this "
+                 "data, plain fine-tuning on the human references was the better use of these optimizer steps. "
+                 "If the starting policy was not trained to convergence on this data (e.g. a model being adapted "
+                 "to a new domain), set bootstrap.converge=true so ReST and the control both start from BC "
+                 "continued on these references until patience stops it.")
     if not v["bleu_held"] and not v.get("binary_reward"):
         s.append(f"BLEU fell by more than {POINTS_TOLERANCE} against BC.")
     if v["reward_hacking"]:
