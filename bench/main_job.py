@@ -127,7 +127,7 @@ def figures(summary: dict) -> dict[str, float]:
 
 def task_times(summary: dict) -> dict[str, float]:
     """Per-task wall seconds from a run's summary (the summary's task table)."""
-    rows = summary.get("task_times") or summary.get("tasks") or []
+    rows = (summary.get("timing") or {}).get("tasks") or summary.get("task_times") or summary.get("tasks") or []
     return {r["task"]: float(r["wall_s"]) for r in rows if "task" in r and "wall_s" in r}
 
 
