@@ -554,12 +554,19 @@ class RewardModelConfig:
     include_references: bool = field(default=True, metadata=_help(
         "Train on the human references too (their metric is the maximum), so references pass the learned filter."))
     max_pairs: int = field(default=0, metadata=_help("Use at most this many training pairs (0 = all)."))
+    ranking_weight: float = field(default=0.0, metadata=_help(
+        "Weight of a within-source ranking loss (RankNet: -log sigmoid(score of the better candidate minus the "
+        "worse one's), over every pair of one source's candidates whose metric differs) added to the pointwise "
+        "MSE. 0 = MSE only. Above 0, batches hold whole sources (all their candidates) and the epoch is picked "
+        "by the mean Kendall tau within sources on the selection split: what a filter choosing among one "
+        "source's candidates needs, where the MSE model mostly learns how hard a source is."))
     threads: int = field(default=0, metadata=_help("torch CPU threads (0 = all cores)."))
     seed: int = field(default=13, metadata=_help("Seed for the split, initialisation and batching."))
     device: str = field(default="auto", metadata=_help(DEVICE_HELP))
 
     def __post_init__(self):
         w = "reward_model"
+        _check(self.ranking_weight >= 0, f"{w}.ranking_weight", "must be >= 0 (0 = pointwise MSE only; e.g. 1.0)")
         _check_device(self.device, f"{w}.device")
         _check(self.metric in ("chrf", "bleu"), f"{w}.metric", f"is {self.metric!r}; use chrf or bleu")
         _check(self.d_model % self.heads == 0 if self.heads > 0 else False, f"{w}.heads",

@@ -279,3 +279,54 @@ def test_init_from_a_seq2seq_policy(tmp_path, tiny_policy):
     assert stats["encoding"]["token_type_ids"] is False and stats["init"] == tiny_policy
     fn = get_reward("reward_model", str(tmp_path / "m"))
     assert all(0.0 <= v <= 1.0 for v in fn(["Hallo Welt."] * 2, ["Hello world.", "qxz"], None))
+
+
+# --------------------------------------------------------------------------- within-source ranking loss
+
+def test_ranking_loss_counts_only_ordered_pairs_of_one_source():
+    import torch
+
+    from rest.rewards.learned import ranking_loss
+
+    target = torch.tensor([0.9, 0.5, 0.1, 0.7, 0.7])
+    groups = torch.tensor([0, 0, 0, 1, 1])  # source 1's two candidates tie: no pair from it
+    right = torch.tensor([2.0, 1.0, 0.0, 5.0, -5.0])
+    # Brute force: pairs (0,1), (0,2), (1,2) of source 0, each -log σ(p_better - p_worse).
+    want = np.mean([np.log1p(np.exp(-d)) for d in (1.0, 2.0, 1.0)])
+    assert float(ranking_loss(right, target, groups)) == pytest.approx(want, rel=1e-6)
+    assert float(ranking_loss(-right, target, groups)) > float(ranking_loss(right, target, groups))
+    # Across sources nothing is compared: a huge gap between sources changes nothing.
+    shifted = right + torch.tensor([0.0, 0.0, 0.0, 100.0, 100.0])
+    assert float(ranking_loss(shifted, target, groups)) == pytest.approx(want, rel=1e-6)
+    # No ordered pair at all: 0, and still differentiable.
+    pred = torch.zeros(2, requires_grad=True)
+    zero = ranking_loss(pred, torch.tensor([0.5, 0.5]), torch.tensor([0, 0]))
+    zero.backward()
+    assert float(zero.detach()) == 0.0 and pred.grad is not None
+
+
+def test_source_batches_keep_each_source_whole():
+    from rest.rewards.learned import source_batches
+
+    sources = [f"s{k % 13}" for k in range(130)]  # 13 sources x 10 candidates, interleaved
+    batches = source_batches(sources, 32, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(130))
+    for b in batches:
+        assert len(b) <= 32
+        for s in {sources[i] for i in b}:  # every candidate of a source in this batch
+            assert sum(sources[i] == s for i in b) == 10
+    assert source_batches(sources, 32, random.Random(0)) == batches  # seeded
+    assert [len(b) for b in source_batches(["a"] * 50, 16, random.Random(0))] == [50]  # too big: alone
+
+
+def test_ranking_weight_trains_a_within_source_ranker(tmp_path, tiny_policy):
+    scored = synthetic_scored(tmp_path / "scored")
+    cfg = RewardModelConfig(**TINY, epochs=4, learning_rate=3e-3, valid_fraction=0.3, seed=1, ranking_weight=1.0)
+    stats = train_reward_model([scored], cfg, str(tmp_path / "m"), tiny_policy)
+    assert stats["selected_on"] == "per_source_kendall_tau" and stats["ranking_weight"] == 1.0
+    picked = stats["history"][stats["best_epoch"] - 1]["per_source_kendall_tau"]
+    assert picked == max(h["per_source_kendall_tau"] for h in stats["history"])
+    # Reference > half > half + garbage > garbage within every source: learnable, and learnt.
+    assert stats["per_source_kendall_tau"] > 0.3 and stats["kendall_tau"] > 0.3
+    with pytest.raises(Exception, match="ranking_weight"):
+        RewardModelConfig(ranking_weight=-1.0)

@@ -20,7 +20,6 @@ import copy
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import time
@@ -227,6 +226,42 @@ def _lr(step: int, total: int, peak: float) -> float:
     return peak * max(0.0, (total - step) / max(1, total - warmup))
 
 
+def source_batches(source_ids: Sequence[str], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Batches of whole sources (all of a source's candidates in one batch), about ``batch_size`` rows each.
+
+    The ranking loss compares candidates of the same source, so they must meet in a batch;
+    a source with more candidates than ``batch_size`` gets a batch of its own.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(source_ids):
+        groups.setdefault(s, []).append(i)
+    order = list(groups.values())
+    rng.shuffle(order)
+    batches, current = [], []
+    for group in order:
+        if current and len(current) + len(group) > batch_size:
+            batches.append(current)
+            current = []
+        current = current + group
+    if current:
+        batches.append(current)
+    return batches
+
+
+def ranking_loss(pred, target, groups):
+    """RankNet loss within groups: mean of -log σ(pred_i - pred_j) over pairs of one group where target_i > target_j.
+
+    ``groups``: an integer tensor, equal for rows of the same source. Pairs with equal targets
+    carry no order and are left out; a batch without any ordered pair gives 0 (with a graph).
+    """
+    import torch
+
+    ordered = (groups[:, None] == groups[None, :]) & (target[:, None] > target[None, :] + 1e-9)
+    if not bool(ordered.any()):
+        return pred.sum() * 0.0
+    return torch.nn.functional.softplus(-(pred[:, None] - pred[None, :])[ordered]).mean()
+
+
 def _per_source_tau(pred: np.ndarray, true: np.ndarray, sources: Sequence[str]) -> tuple[float | None, int]:
     """Mean Kendall τ within sources (what a per-source filter sees); sources with τ undefined are left out."""
     groups: dict[str, list[int]] = {}
@@ -342,7 +377,19 @@ def train_reward_model(scored_paths: list[str], cfg: RewardModelConfig, out_dir:
 
     lengths = [len(e[0]) for e in enc_train]
     token_types = accepts_token_types(model)
-    steps_per_epoch = math.ceil(len(enc_train) / cfg.batch_size)
+    train_sources = [rows[i]["source_id"] for i in train_idx]
+    source_number = {s: k for k, s in enumerate(dict.fromkeys(train_sources))}
+    source_t = torch.tensor([source_number[s] for s in train_sources], device=device)
+
+    def batches(rng: random.Random) -> list[list[int]]:
+        # The ranking loss compares one source's candidates: they must share a batch.
+        if cfg.ranking_weight:
+            return source_batches(train_sources, cfg.batch_size, rng)
+        return length_batches(lengths, cfg.batch_size, rng)
+
+    # Which selection figure picks the epoch: within-source τ when the model is trained to rank within sources.
+    select_on = "per_source_kendall_tau" if cfg.ranking_weight else "kendall_tau"
+    steps_per_epoch = len(batches(random.Random(cfg.seed * 7919 + 1)))
     total_steps = steps_per_epoch * cfg.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
     model.to(device)
@@ -355,18 +402,20 @@ def train_reward_model(scored_paths: list[str], cfg: RewardModelConfig, out_dir:
         torch.manual_seed(cfg.seed * 7919 + epoch)   # dropout masks: the same run gives the same model
         epoch_start, loss_sum, loss_n = time.time(), 0.0, 0
         last_log, log_pairs = time.time(), 0
-        for batch in length_batches(lengths, cfg.batch_size, random.Random(cfg.seed * 7919 + epoch)):
+        for batch in batches(random.Random(cfg.seed * 7919 + epoch)):
             step += 1
             for g in opt.param_groups:
                 g["lr"] = _lr(step, total_steps, cfg.learning_rate)
             inputs = collate(enc_train, batch, sp["pad_id"], token_types)
             pred = model(**{k: v.to(device) for k, v in inputs.items()}).logits[:, 0]
-            loss = torch.nn.functional.mse_loss(pred, y_t[batch])
+            mse = torch.nn.functional.mse_loss(pred, y_t[batch])
+            loss = mse + cfg.ranking_weight * ranking_loss(pred, y_t[batch], source_t[batch]) \
+                if cfg.ranking_weight else mse
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            loss_sum, loss_n, log_pairs = loss_sum + float(loss.detach()) * len(batch), loss_n + len(batch), \
+            loss_sum, loss_n, log_pairs = loss_sum + float(mse.detach()) * len(batch), loss_n + len(batch), \
                 log_pairs + len(batch)
             if time.time() - last_log > 15:
                 log.info("reward model: epoch %d step %d/%d train MSE %.4f, %.0f pairs/s", epoch, step,
@@ -374,7 +423,7 @@ def train_reward_model(scored_paths: list[str], cfg: RewardModelConfig, out_dir:
                 last_log, log_pairs = time.time(), 0
         train_s = time.time() - epoch_start
         ev, _ = _evaluate(model, enc_valid, y_valid, valid_sources, valid_is_ref, sp["pad_id"], cfg.batch_size * 2)
-        tau = ev["kendall_tau"] if ev["kendall_tau"] is not None else float("-inf")
+        tau = ev[select_on] if ev[select_on] is not None else float("-inf")
         improved = tau > best_tau
         if improved or best is None:
             best, best_tau, best_epoch = copy.deepcopy(model.state_dict()), tau, epoch
@@ -406,7 +455,8 @@ def train_reward_model(scored_paths: list[str], cfg: RewardModelConfig, out_dir:
         "train_sources": len({rows[i]["source_id"] for i in train_idx}), "valid_sources": len(set(valid_sources)),
         "test_sources": len(set(test_sources)),
         "train_reference_pairs": sum(rows[i]["origin"] == "reference" for i in train_idx),
-        "best_epoch": best_epoch, "epochs": cfg.epochs, "optimizer_steps": step, "parameters": n_params,
+        "best_epoch": best_epoch, "selected_on": select_on, "ranking_weight": cfg.ranking_weight,
+        "epochs": cfg.epochs, "optimizer_steps": step, "parameters": n_params,
         "train_pairs_per_s": len(enc_train) * cfg.epochs / max(1e-9, train_wall),
         "wall_s": time.time() - t0, "history": history, **skipped,
         "encoding": {"scheme": ENCODING, "max_length": max_length, **sp, "token_type_ids": token_types,
