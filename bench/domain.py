@@ -61,6 +61,12 @@ def domain_split(work: str, quick: bool = False) -> dict[str, str]:
     for line in lines:
         share = page_share(line.split("\t", 1)[0])
         parts[next(name for name, hi in SHARES if share < hi)].append(line)
+    # The help repeats short sentences across pages: a source already on an earlier side
+    # (train, then valid) is dropped from the later one, as `validate` demands.
+    seen: set[str] = set()
+    for name, _ in SHARES:
+        parts[name] = [line for line in parts[name] if line.split("\t")[1] not in seen]
+        seen |= {line.split("\t")[1] for line in parts[name]}
     paths = {}
     for name, rows in parts.items():
         if quick:
