@@ -208,3 +208,18 @@ def test_histogram_draws_the_thresholds_the_guard_used(tmp_path):
     path = tracking.reward_histogram(rewards, [0.8], str(tmp_path / "h.png"), configured=[0.8])
     assert os.path.getsize(path) > 0
     assert tracking.threshold_marks(rewards, [0.8], [0.8])[0]["label"] == " τ1 = 0.8: 30% kept"
+
+
+def test_bc_valid_reward_is_the_one_this_run_measured():
+    """A given policy's lineage carries its own training's validation figure; the BC row shows the
+    first Improve step's check of the same policy on this run's valid split instead."""
+    bc = summary.make_row("bc", 0, 0, {"test_bleu": 1.0, "test_chrf": 2.0, "test_reward": 0.3}, "bc",
+                          {"kind": "bc", "bc_training": {"best_valid_reward": 0.4465}})
+    first = summary.make_row("rest g1 i1", 1, 1, {"test_bleu": 1.0, "test_chrf": 2.0, "test_reward": 0.3}, "p",
+                             {"best_valid_reward": 0.45, "start_valid_reward": 0.4123})
+    ctrl = summary.make_row("control", 0, 0, {"test_bleu": 1.0, "test_chrf": 2.0, "test_reward": 0.3}, "c",
+                            {"best_valid_reward": 0.44, "start_valid_reward": 0.4123}, control=True)
+    rows = summary.measured_bc_valid([bc, first, ctrl])
+    assert rows[0]["valid_reward"] == 0.4123 and rows[0]["valid_reward_from"] == "g1/i1 step 0"
+    assert rows[1]["valid_reward"] == 0.45 and rows[2]["valid_reward"] == 0.44
+    assert summary.measured_bc_valid([bc])[0]["valid_reward"] == 0.4465  # no Improve step: the lineage's

@@ -51,6 +51,8 @@ def make_row(label: str, g: int, i: int, metrics: dict, model_path: str, model_i
            "valid_reward": info.get("best_valid_reward", info.get("bc_training", {}).get("best_valid_reward")),
            "optimizer_steps": info.get("optimizer_steps_since_bc", 0), "wall_s": round(wall_s, 2),
            "model_path": model_path, "valid_true": info.get("best_valid_true"),
+           # The parent's validation reward, checked by this step on this run's valid split.
+           "start_valid_reward": info.get("start_valid_reward"),
            "true_metric": metrics.get("true_metric") or info.get("true_metric"),
            "hacking_in_validation": bool(info.get("reward_hacking")), "rolled_back": bool(info.get("rolled_back"))}
     row.update({k: v for k, v in metrics.items()
@@ -283,13 +285,28 @@ def time_table(timing: dict) -> str:
     return "\n".join(lines) + "\n\n" + timing["note"] + "\n"
 
 
+def measured_bc_valid(rows: list[dict]) -> list[dict]:
+    """``rows`` with the BC row's valid reward as this run measured it.
+
+    The BC row's figure comes from the policy's lineage: for a given policy, that is its own
+    training's validation, on whatever data that used. The first Improve step checks its
+    parent, the same BC policy, on this run's valid split before its first optimizer step;
+    that figure sits beside the ReST rows' and is comparable with them.
+    """
+    first = next((r for r in rows if r["g"] == 1 and r["i"] == 1 and not r["control"]), None)
+    if first is None or first.get("start_valid_reward") is None:
+        return rows
+    return [{**r, "valid_reward": first["start_valid_reward"], "valid_reward_from": "g1/i1 step 0"}
+            if r["g"] == 0 and not r["control"] else r for r in rows]
+
+
 def write_summary(report_dir: str, out_dir: str, config: dict | None = None, started: float | None = None,
                   n_bootstrap: int = st.N_BOOTSTRAP, seed: int = st.SEED) -> dict:
     """Write ``summary.json`` and ``summary.md`` for the report in ``report_dir``.
 
     ``started`` (the summarize task's start, ``time.time()``) adds its own time to the task table.
     """
-    rows = list(read_jsonl(os.path.join(report_dir, "rows.jsonl")))
+    rows = measured_bc_valid(list(read_jsonl(os.path.join(report_dir, "rows.jsonl"))))
     v = verdict(rows, read_sentences(report_dir), n_bootstrap, seed)
     timing = task_times(rows, {"summarize": time.time() - started} if started is not None else None)
     summary = {"steps": rows, "verdict": v, "timing": timing, "config": config or {}}
