@@ -43,15 +43,15 @@ ReST step (the verdict's ``last_step``: g=G, i=I) on the test split:
 
 The plot shows each arm's chrF gain over BC and over its control with the 95 % intervals.
 
-Cost: the baseline is the main job, about 1,700-2,000 CPU s: roughly 15-25 minutes wall per arm
-on 2 cores (12 minutes on an idle machine, more under load). The other arms, estimated from
-what they change, not measured: temp-*, the filter arms (no-references, percentile, best*),
-no-lr-decay and rest-em about the baseline; epochs1 less (half the fine-tuning); n16 about
+Cost (measured 2026-12-03, 2 cores): the baseline is the main job, about 600 CPU s and 7-9 minutes
+wall (epochs2, the earlier default: 913 CPU s, 10 minutes; best1-no-references 386 CPU s).
+The other arms, estimated from what they change: temp-*, the filter arms (no-references,
+percentile, best*), no-lr-decay and rest-em about the baseline; epochs2 1.5x; n16 about
 1.5x (Grow samples and scores twice as many candidates, and more are kept); n32 about 2.5x;
 g2 and rest-em-g2 about 2x (a second Grow and three more Improve steps); grow-all the most by
 far (all ~23,500 training sources instead of 3,000: about 8x the sampling, scoring and
 fine-tuning, several hours); learned-ranking adds the reward model's training (about 5-10
-CPU minutes) and its scoring. Every arm: roughly 8-12 hours on 2 cores; ``--quick``: about a
+CPU minutes) and its scoring. Every arm: roughly 5-8 hours on 2 cores; ``--quick``: about a
 minute per arm. Extra flags after ``--`` (another seed) go to every arm: give such a study
 its own ``--output-dir``, as the arm folders are named by arm only.
 
@@ -77,7 +77,7 @@ from _common import DATA_DIR, ROOT, SHIPPED_POLICY, machine
 # name -> (run-local flags, why the arm is in the study). The flags are only settings that
 # already exist in rest/config.py; `--list` checks each arm against it.
 ARMS: dict[str, tuple[list[str], str]] = {
-    "baseline": ([], "today's defaults (G=1, I=3, 3,000 Grow sources x N=8 at T=0.8, 2 epochs, lr x0.5 per step)"),
+    "baseline": ([], "today's defaults (G=1, I=3, 3,000 Grow sources x N=8 at T=0.8, 1 epoch, lr x0.5 per step)"),
     "grow-all": (["--data.grow_sources", "0"],
                  "Grow over all ~23,500 training sources instead of 3,000: more material for the filter"),
     "n16": (["--sample.num_samples", "16"], "N=16: more candidates per source, a better best one to keep"),
@@ -92,7 +92,9 @@ ARMS: dict[str, tuple[list[str], str]] = {
               "at most the 2 best per source (with references: the reference and the best sample)"),
     "best1-no-references": (["--filter.max_per_source", "1", "--filter.keep_references", "false"],
                             "distil the best sample of each source only: the best-of-N sharpening lever"),
-    "epochs1": (["--finetune.epochs", "1"], "one pass per Improve step: steps 2-3 never beat step 1"),
+    "epochs1": (["--finetune.epochs", "1"], "one pass per Improve step: steps 2-3 never beat step 1 "
+                                            "(the default since 2026-12-03, kept as an arm: its runs stay comparable)"),
+    "epochs2": (["--finetune.epochs", "2"], "two passes per Improve step: the default until 2026-12-03"),
     "no-lr-decay": (["--finetune.lr_decay", "1.0"], "the same learning rate in every Improve step"),
     "rest-em": (["--finetune.from_base", "true", "--filter.accumulate", "true"],
                 "ReST-EM: each Improve step fine-tunes BC afresh (accumulate acts from G=2 on)"),
@@ -159,8 +161,9 @@ def arm_flags(name: str, quick: bool, out: str, extra: list[str]) -> list[str]:
     return own + list(extra)
 
 
-def check_flags(flags: list[str]) -> None:
-    """Resolve ``flags`` as run-local would (``--section.field`` pairs) so a bad arm fails before hours of runs."""
+def check_flags(flags: list[str]):
+    """Resolve ``flags`` as run-local would (``--section.field`` pairs) so a bad arm fails before hours of runs;
+    returns the resolved run config."""
     from rest.config import load_config
 
     overrides, k = {}, 0
@@ -171,7 +174,40 @@ def check_flags(flags: list[str]) -> None:
             k += 2
         else:  # a run-local option (--train PATH, --no-tracking): run-local itself checks it
             k += 1
-    load_config(None, overrides)
+    return load_config(None, overrides)
+
+
+def _comparable(value):
+    # KFP hands numbers back as floats; lists stay lists. None where a value is a path or a
+    # free string (they differ between checkouts without changing what a run computes).
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_comparable(v) for v in value)
+    if isinstance(value, str) and os.sep not in value and len(value) <= 40:
+        return value
+    return None
+
+
+def config_drift(recorded: dict, flags: list[str]) -> list[str]:
+    """Settings whose value today (the defaults plus ``flags``) differs from what a recorded run used.
+
+    An arm is re-read only with the same flags; when a default changed since (say
+    ``finetune.epochs``), the same flags mean another run, and the record must not stand for it.
+    """
+    from dataclasses import asdict
+
+    today = asdict(check_flags(flags))
+    drift = []
+    for section, fields in (recorded or {}).items():
+        for key, value in (fields or {}).items() if isinstance(fields, dict) else ():
+            if section in today and key in today[section]:
+                was, now = _comparable(value), _comparable(today[section][key])
+                if was is not None and now is not None and was != now:
+                    drift.append(f"{section}.{key}: {value} then, {today[section][key]} now")
+    return drift
 
 
 def load_record(name: str, flags: list[str], out: str) -> dict | None:
@@ -184,6 +220,10 @@ def load_record(name: str, flags: list[str], out: str) -> dict | None:
     with open(path, encoding="utf-8") as f:
         record = json.load(f)
     if record.get("flags") != flags:
+        return None
+    drift = config_drift(record.get("summary", {}).get("config", {}), flags)
+    if drift:
+        print(f"[{name}] its defaults changed since it ran ({'; '.join(drift)}): running it again", flush=True)
         return None
     return {**record, "summary": add_significance(record["summary"], os.path.join(out, name))}
 
