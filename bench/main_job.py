@@ -4,9 +4,10 @@
 Runs ``python pipeline.py run-local`` (the same command as ``scripts/main.sh``, fresh output
 directory, no task cache) once per arm, one after another so they do not share the CPU:
 
-- ``before``: the settings the main job had before (test evaluation and the validation
-  checks on Hugging Face ``generate()``: ``--evaluate.backend hf --finetune.valid_backend hf``),
-  seed 13 — the side-by-side baseline for the wall-time figure;
+- ``before``: the settings the main job had when issue #17 was filed (test evaluation and the
+  validation checks on Hugging Face ``generate()``, two epochs per Improve step:
+  ``--evaluate.backend hf --finetune.valid_backend hf --finetune.epochs 2``), seed 13 — the
+  side-by-side baseline for the wall-time figure;
 - ``seed<S>`` for each ``--seeds`` value: today's defaults with every seed that shapes a
   run set to S (``data.seed``: which 3,000 sources Grow samples for; ``sample.seed``;
   ``finetune.seed``). The test and validation files are fixed, so the spread is the
@@ -33,7 +34,9 @@ import time
 
 from _common import ROOT, machine
 
-BEFORE = ["--evaluate.backend", "hf", "--finetune.valid_backend", "hf"]
+# The main job's settings when issue #17 was filed: Hugging Face generate() for the test
+# evaluation and the validation checks, two epochs per Improve step.
+BEFORE = ["--evaluate.backend", "hf", "--finetune.valid_backend", "hf", "--finetune.epochs", "2"]
 
 
 def seed_flags(seed: int) -> list[str]:
