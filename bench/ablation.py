@@ -80,6 +80,13 @@ ARMS: dict[str, tuple[list[str], str]] = {
     "baseline": ([], "today's defaults (G=1, I=3, 3,000 Grow sources x N=8 at T=0.8, 1 epoch, lr x0.5 per step)"),
     "grow-all": (["--data.grow_sources", "0"],
                  "Grow over all ~23,500 training sources instead of 3,000: more material for the filter"),
+    "all-sources": (["--data.grow_sources", "0", "--sample.num_samples", "4", "--filter.mode", "percentile",
+                     "--filter.thresholds", "0.6", "--filter.percentiles", "75"],
+                    "bench/configs/all-sources.yaml as a main job: every training source x N=4, keep each source's "
+                    "best sample and its reference, one Improve step (the recipe that moved best-of-N most)"),
+    "all-sources-epochs2": (["--data.grow_sources", "0", "--sample.num_samples", "4", "--filter.mode", "percentile",
+                             "--filter.thresholds", "0.6", "--filter.percentiles", "75", "--finetune.epochs", "2"],
+                            "all-sources with two passes, as bench/quality.py measured it (775 steps)"),
     "n16": (["--sample.num_samples", "16"], "N=16: more candidates per source, a better best one to keep"),
     "n32": (["--sample.num_samples", "32"], "N=32: closer to the paper's 25-100 samples per source"),
     "temp-0.6": (["--sample.temperature", "0.6"], "colder sampling: fewer but better candidates pass"),
