@@ -374,3 +374,38 @@ def test_domain_bench_quick(tmp_path):
     assert report["converged_vs_given_bc"]["test_chrf"]["delta_ci"][0] <= report["converged_vs_given_bc"]["test_chrf"]["delta"]
     md = (out / "domain.md").read_text()
     assert "| converge | BC (continued" in md and "Converged BC vs the given BC" in md
+
+
+def test_best_of_n_bench_on_a_run(tmp_path):
+    """bench/best_of_n.py as a user types it, on a run whose three policies are all the shipped BC:
+    equal policies give equal samples (one seed), so ReST "reaches" BC's best-of-4 at N <= 4,
+    and a second call re-reads the recorded rewards instead of sampling again."""
+    import json
+    import subprocess
+
+    shipped = os.path.join(ROOT, "models", "bc-libreoffice-de-en")
+    from _common import read_tsv
+
+    rows = read_tsv(os.path.join(ROOT, "data", "libreoffice-de-en", "test.tsv"), limit=6)
+    (tmp_path / "translations.jsonl").write_text("".join(
+        json.dumps({"id": r["id"], "source": r["source"], "hypothesis": "", "reference": r["target"]}) + "\n"
+        for r in rows))
+    step = {"model_path": shipped, "eval_path": str(tmp_path), "g": 0, "i": 0, "control": False, "label": "bc"}
+    summary = {"config": {"score": {"reward": "chrf"}, "evaluate": {"backend": "ctranslate2", "batch_sentences": 64.0}},
+               "steps": [step, dict(step, g=1, i=1, label="rest g1 i1"), dict(step, control=True, label="control")],
+               "verdict": {"last_step": {"g": 1, "i": 1}}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "best_of_n.py"), str(tmp_path), "--n", "4", "--resamples", "50"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    result = json.loads((tmp_path / "best-of-n" / "best_of_n.json").read_text())
+    curves = [p["curve"] for p in result["policies"]]
+    assert [p["role"] for p in result["policies"]] == ["BC", "ReST G1 I1", "references-only control"]
+    assert curves[0] == curves[1] == curves[2] and curves[0]["1"] <= curves[0]["2"] <= curves[0]["4"]
+    assert result["summary"]["smallest_n_rest_reaches_bc_max"] <= 4
+    assert "BC's best-of-4" in (tmp_path / "best-of-n" / "best_of_n.md").read_text()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("re-read") == 3
+    missing = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "best_of_n.py"), str(tmp_path / "nope")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "no summary.json" in missing.stderr
