@@ -108,6 +108,11 @@ ARMS: dict[str, tuple[list[str], str]] = {
     "rest-em-g2": (["--finetune.from_base", "true", "--filter.accumulate", "true", "--loop.grow_steps", "2"],
                    "ReST-EM over two Grow steps: BC fine-tuned on the union of both steps' kept sets"),
     "g2": (["--loop.grow_steps", "2"], "G=2: a fresh Grow from the improved policy (the paper: +17 % at G=2)"),
+    "converge": (["--bootstrap.converge", "true", "--bootstrap.eval_every", "200", "--bootstrap.patience", "3",
+                  "--bootstrap.max_minutes", "30"],
+                 "the paper's BC trained to convergence on D: the shipped BC first continues NLL on all training "
+                 "pairs until validation stops improving (3 checks, 200 steps apart; 30 minutes at most), then "
+                 "ReST and the control both start there"),
     "learned-ranking": (["--score.reward", "reward_model", "--reward_model.ranking_weight", "1.0",
                          "--reward_model.epochs", "2", "--loop.on_reward_hacking", "rollback"],
                         "the learned reward trained with a within-source ranking loss (the MSE model ranks sources, "
