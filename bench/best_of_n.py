@@ -165,6 +165,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the interval")
     ap.add_argument("--fresh", action="store_true", help="sample again even where a record exists")
     args = ap.parse_args(argv)
+    import logging
+
+    # rest's progress lines (samples per second while sampling) go through logging.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not os.path.exists(os.path.join(args.run, "summary.json")):
         ap.error(f"{args.run} holds no summary.json: give a finished run-local output directory")
     if args.n < 2 or args.temperature <= 0:
