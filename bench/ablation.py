@@ -344,21 +344,32 @@ def markdown(rows: list[dict], failed: list[dict], quick: bool, info: dict) -> s
 
 
 def plot(rows: list[dict], path: str, quick: bool) -> None:
-    """``ablation.png``: each arm's chrF gain over BC and over its control, with 95 % interval bars."""
+    """``ablation.png``: left, each arm's chrF gain over BC and over its control with 95 % interval bars;
+    right, the same gains against the arm's CPU seconds (the curve of gain against compute)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.45 * max(1, len(rows))))
+    fig, (ax, cost) = plt.subplots(1, 2, figsize=(13, max(3.2, 1.4 + 0.45 * len(rows))),
+                                   gridspec_kw={"width_ratios": [1.2, 1]})
+    sides = (("bc", 0.12, "tab:blue", "o", "vs BC"), ("control", -0.12, "tab:orange", "s", "vs its control"))
     for k, r in enumerate(rows):
         y = len(rows) - 1 - k  # the table's order, top to bottom
-        for other, dy, color, marker in (("bc", 0.12, "tab:blue", "o"), ("control", -0.12, "tab:orange", "s")):
+        for other, dy, color, marker, label in sides:
             d = r[f"vs_{other}"].get("test_chrf")
-            if d:
-                lo, hi = d["ci"]
-                ax.errorbar(d["delta"], y + dy, xerr=[[d["delta"] - lo], [hi - d["delta"]]], fmt=marker, color=color,
-                            capsize=3, label=f"vs {'BC' if other == 'bc' else 'control'}" if k == 0 else None)
+            if not d:
+                continue
+            lo, hi = d["ci"]
+            err = [[d["delta"] - lo], [hi - d["delta"]]]
+            first = k == 0
+            ax.errorbar(d["delta"], y + dy, xerr=err, fmt=marker, color=color, capsize=3, label=label if first else None)
+            if r.get("cpu_s"):
+                cost.errorbar(r["cpu_s"], d["delta"], yerr=err, fmt=marker, color=color, capsize=3, alpha=0.8,
+                              label=label if first else None)
+                if other == "bc":
+                    cost.annotate(r["arm"], (r["cpu_s"], d["delta"]), textcoords="offset points", xytext=(4, 4),
+                                  fontsize=7)
     ax.axvline(0.0, color="grey", linewidth=0.8)
     ax.set_yticks(range(len(rows)))
     ax.set_ylim(-0.6, len(rows) - 0.4)
@@ -368,8 +379,13 @@ def plot(rows: list[dict], path: str, quick: bool) -> None:
             label.set_fontweight("bold")
     ax.set_xlabel("test chrF gain of the last ReST step (points, 95 % paired-bootstrap interval)")
     ax.set_title("ReST ablation" + (" — quick smoke run, numbers mean nothing" if quick else ""))
+    cost.axhline(0.0, color="grey", linewidth=0.8)
+    cost.set_xlabel("CPU seconds of the whole run (ReST and its control)")
+    cost.set_ylabel("test chrF gain (points)")
+    cost.set_title("gain against compute")
     if rows:
         ax.legend(loc="best", fontsize=8)
+        cost.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
