@@ -12,6 +12,7 @@ those verdicts, with each arm's wall and CPU seconds, into one table and one plo
     python bench/ablation.py                                # every arm (hours: see the cost below)
     python bench/ablation.py --arms baseline,no-references  # some arms
     python bench/ablation.py --reuse                        # continue: finished arms are re-read
+    python bench/ablation.py --report-only                  # only the report of the finished arms
     python bench/ablation.py --quick --output-dir /tmp/abl  # smoke run on tiny data (minutes)
     python bench/ablation.py --arms n16 -- --data.seed 14   # more run-local flags for every arm
 
@@ -118,6 +119,9 @@ ARMS: dict[str, tuple[list[str], str]] = {
                         "the learned reward trained with a within-source ranking loss (the MSE model ranks sources, "
                         "not candidates), guarded by validation chrF"),
 }
+
+# Arms with this flag train their own BC from the shipped one before ReST (the paper's converged BC on D).
+CONVERGE_FLAG = "--bootstrap.converge"
 
 # Quick mode: one Improve step, so list flags with one value per Improve step keep their first.
 QUICK_IMPROVE_STEPS = 1
@@ -333,6 +337,17 @@ def markdown(rows: list[dict], failed: list[dict], quick: bool, info: dict) -> s
     for r in rows:
         cells = [_delta(r[f"vs_{other}"].get(key), nd) for other in ("bc", "control") for key, _, nd in METRICS]
         lines.append(f"| {r['arm']}{' ' + r['mark'] if r['mark'] else ''} | " + " | ".join(cells) + " |")
+    converged = [r for r in rows if r.get("vs_shipped_bc")]
+    if converged:
+        lines += ["", "Arms that converge their own BC first, against the shipped BC (Δ [95 % interval]):", "",
+                  "| arm | policy | " + " | ".join(f"{label} Δ vs shipped BC" for _, label, _ in METRICS) + " |",
+                  "|---|---|" + "---|" * len(METRICS)]
+        for r in converged:
+            for which, label in (("bc", "its converged BC"), ("rest", "its last ReST step")):
+                d = r["vs_shipped_bc"].get(which)
+                if d:
+                    lines.append(f"| {r['arm']} | {label} | "
+                                 + " | ".join(_delta(d.get(key), nd) for key, _, nd in METRICS) + " |")
     lines += ["", "The arms (their own flags; --quick puts tiny settings before them):", "",
               "| arm | flags | why |", "|---|---|---|"]
     for name, (flags, why) in ARMS.items():
@@ -401,9 +416,48 @@ def collect(out: str, quick: bool, extra: list[str]) -> list[dict]:
     return records
 
 
+def _evaluated(summary: dict, which: str) -> list[dict] | None:
+    """The test translations of a run's BC (``which="bc"``) or last ReST step (``"rest"``), from its evaluation."""
+    from rest.services.files import read_jsonl
+
+    last = (summary.get("verdict") or {}).get("last_step") or {}
+    for step in summary.get("steps", []):
+        if step.get("control"):
+            continue
+        if (which == "bc" and step["g"] == 0) or (which == "rest" and step["g"] == last.get("g")
+                                                   and step["i"] == last.get("i")):
+            path = os.path.join(step.get("eval_path") or "", "translations.jsonl")
+            return list(read_jsonl(path)) if os.path.exists(path) else None
+    return None
+
+
+def add_shipped_bc_comparison(records: list[dict], rows: list[dict]) -> None:
+    """Arms that train their own BC first (``--bootstrap.converge``) are compared by their summary with *that*
+    BC; this adds their BC and their last ReST step against the shipped BC (paired bootstrap over the same test
+    sentences, taken from another arm's BC evaluation) as ``vs_shipped_bc`` = {"bc": .., "rest": ..}."""
+    from rest.steps.summary import compare
+
+    own_bc = [r for r in records if CONVERGE_FLAG in r.get("flags", [])]
+    shipped = next((_evaluated(r["summary"], "bc") for r in records if CONVERGE_FLAG not in r.get("flags", [])), None)
+    if not own_bc or not shipped:
+        return
+    by_arm = {row["arm"]: row for row in rows}
+    for record in own_bc:
+        found = {}
+        for which in ("bc", "rest"):
+            got = _evaluated(record["summary"], which)
+            if got:
+                sig = compare(shipped, got, 1000, 12345, {})
+                found[which] = {key: {"delta": sig[key]["delta"], "ci": list(sig[key]["delta_ci"])}
+                                for key, _, _ in METRICS}
+        by_arm[record["arm"]]["vs_shipped_bc"] = found
+
+
 def write_report(out: str, quick: bool, extra: list[str], failed: list[dict], info: dict) -> list[dict]:
     """Write ``ablation.md``, ``ablation.json`` and ``ablation.png`` for the finished arms; return their rows."""
-    rows = [arm_row(r) for r in collect(out, quick, extra)]
+    records = collect(out, quick, extra)
+    rows = [arm_row(r) for r in records]
+    add_shipped_bc_comparison(records, rows)
     with open(os.path.join(out, "ablation.md"), "w", encoding="utf-8") as f:
         f.write(markdown(rows, failed, quick, info))
     with open(os.path.join(out, "ablation.json"), "w", encoding="utf-8") as f:
@@ -427,6 +481,8 @@ def main(argv=None) -> int:
     ap.add_argument("--list", action="store_true", help="print the arm table and exit")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run of each arm (numbers mean nothing)")
     ap.add_argument("--reuse", action="store_true", help="re-read arms that already finished in the output directory")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run nothing: write the report from the arms that finished in the output directory")
     ap.add_argument("extra", nargs="*", help="more run-local flags for every arm (after --), e.g. --data.seed 14")
     args = ap.parse_args(argv)
     out = os.path.abspath(args.out)  # run-local runs from the repository root
@@ -447,6 +503,9 @@ def main(argv=None) -> int:
     os.makedirs(out, exist_ok=True)
     info = machine()
     failed = []
+    if args.report_only:
+        names = []
+        write_report(out, args.quick, args.extra, failed, info)
     for name in names:
         record = run_one(name, arm_flags(name, args.quick, out, args.extra), out, args.reuse, args.quick)
         if "failed" in record:

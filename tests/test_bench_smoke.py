@@ -409,3 +409,35 @@ def test_best_of_n_bench_on_a_run(tmp_path):
     missing = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "best_of_n.py"), str(tmp_path / "nope")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "no summary.json" in missing.stderr
+
+
+def test_ablation_compares_a_converged_bc_with_the_shipped_one(tmp_path):
+    """An arm that converges its own BC is also compared with the shipped BC (another arm's BC evaluation),
+    paired over the same test sentences: its BC and its last ReST step, each with an interval."""
+    import json
+
+    import ablation
+
+    refs = ["the cat sat on the mat", "open the dialog", "click OK to close", "select the table first"] * 3
+
+    def run(name: str, bc_hyps: list[str], rest_hyps: list[str], flags: list[str]) -> dict:
+        steps = []
+        for label, g, hyps in (("bc", 0, bc_hyps), ("rest g1 i1", 1, rest_hyps)):
+            d = tmp_path / name / label.replace(" ", "-")
+            d.mkdir(parents=True)
+            (d / "translations.jsonl").write_text("".join(
+                json.dumps({"id": str(k), "source": "", "hypothesis": h, "reference": r, "reward": float(h == r)}) + "\n"
+                for k, (h, r) in enumerate(zip(hyps, refs))))
+            steps.append({"label": label, "g": g, "i": g, "control": False, "eval_path": str(d)})
+        return {"arm": name, "flags": flags, "summary": {"steps": steps, "verdict": {"last_step": {"g": 1, "i": 1}}}}
+
+    worse = ["the dog", "open it", "click", "select"] * 3
+    records = [run("baseline", worse, worse, []),
+               run("converge", refs, refs, [ablation.CONVERGE_FLAG, "true"])]
+    rows = [{"arm": r["arm"]} for r in records]
+    ablation.add_shipped_bc_comparison(records, rows)
+    assert "vs_shipped_bc" not in rows[0]
+    got = rows[1]["vs_shipped_bc"]
+    assert set(got) == {"bc", "rest"}
+    assert got["bc"]["test_reward"]["delta"] == pytest.approx(1.0)
+    assert got["rest"]["test_chrf"]["delta"] > 0 and got["rest"]["test_chrf"]["ci"][0] > 0
