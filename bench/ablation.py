@@ -238,6 +238,14 @@ def load_record(name: str, flags: list[str], out: str) -> dict | None:
     if record.get("flags") != flags:
         return None
     drift = config_drift(record.get("summary", {}).get("config", {}), flags)
+    from main_job import policy_sha256
+
+    # The shipped BC's weights changed on 2026-12-03 (converged) under the same path: compare the weights.
+    start = check_flags(flags).bootstrap.policy
+    start = start if os.path.isabs(start) else os.path.join(ROOT, start)
+    if record.get("policy_sha256") != policy_sha256(start):
+        drift.append("the starting policy's weights differ from " + os.path.relpath(start, ROOT)
+                     + "'s today" + ("" if record.get("policy_sha256") else " (the record predates weight hashes)"))
     if drift:
         print(f"[{name}] its defaults changed since it ran ({'; '.join(drift)}): running it again", flush=True)
         return None

@@ -39,6 +39,21 @@ from _common import ROOT, machine
 BEFORE = ["--evaluate.backend", "hf", "--finetune.valid_backend", "hf", "--finetune.epochs", "2"]
 
 
+def policy_sha256(policy: str) -> str | None:
+    """SHA-256 of a starting policy's weights (``model.safetensors``), None when it is not a local directory
+    (trained from scratch, s3://, models:/): a record names the weights it started from, not only their path."""
+    import hashlib
+
+    path = os.path.join(policy or "", "model.safetensors")
+    if not policy or not os.path.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def seed_flags(seed: int) -> list[str]:
     return ["--data.seed", str(seed), "--sample.seed", str(seed), "--finetune.seed", str(seed)]
 
@@ -72,7 +87,8 @@ def run_arm(name: str, flags: list[str], out: str, reuse: bool, extra: list[str]
         summary = add_significance(json.load(f), arm_dir)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
-    record = {"arm": name, "flags": flags + extra, "commit": commit, "wall_s": round(wall, 1),
+    record = {"arm": name, "flags": flags + extra, "commit": commit,
+              "policy_sha256": policy_sha256(summary["config"]["bootstrap"]["policy"]), "wall_s": round(wall, 1),
               "cpu_s": round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 1),
               "load_avg_1min_at_start": round(load, 2), "summary": summary}
     with open(record_path, "w", encoding="utf-8") as f:
