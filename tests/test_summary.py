@@ -85,6 +85,21 @@ def test_summary_says_in_plain_words_when_the_control_is_significantly_better():
     assert v["control_better_on"] == [] and "significantly better than ReST" not in summary.verdict_text(v)
 
 
+def test_summary_says_when_a_policy_kept_its_start():
+    # The control's outputs are BC's sentence for sentence: none of its checkpoints beat BC (BC is converged).
+    v = summary.verdict(rows(POINT), {"bc": system(BASE), "g1-i1": system(NOISY), "control": system(BASE)})
+    assert v["control_kept_start"] is True and v["rest_kept_start"] is False
+    text = summary.verdict_text(v)
+    assert "No checkpoint of the control beat the starting policy" in text and "No Improve step" not in text
+    # A control that moved, and a ReST step that did not.
+    v = summary.verdict(rows(POINT), {"bc": system(BASE), "g1-i1": system(BASE), "control": system(NOISY)})
+    assert v["control_kept_start"] is False and v["rest_kept_start"] is True
+    assert "the last ReST step is BC itself" in summary.verdict_text(v)
+    # Without per-sentence outputs nothing is claimed.
+    v = summary.verdict(rows(POINT))
+    assert v["control_kept_start"] is False and v["rest_kept_start"] is False
+
+
 def test_point_better_but_noisy_system_does_not_beat():
     v = summary.verdict(rows(POINT), {"bc": system(BASE), "g1-i1": system(NOISY), "control": system(BASE)})
     sig = v["significance"]["bc"]

@@ -208,6 +208,13 @@ def verdict(rows: list[dict], sentences: dict[str, list[dict]] | None = None, n_
         out[f"beats_{name}"] = beats(sig, binary) if sig is not None else None
     # Where the control is significantly better: the summary says so in plain words.
     out["control_better_on"] = control_wins(out)
+    # A policy whose test outputs are BC's, sentence for sentence, kept its start: none of its checkpoints beat
+    # BC on validation. For the control that means BC is converged on these references (said in plain words).
+    bc_out = sentences.get(sentence_key(base))
+    for name, row in (("control", ctrl), ("rest", last)):
+        got = sentences.get(sentence_key(row)) if row is not None else None
+        out[f"{name}_kept_start"] = bool(bc_out and got and [o["hypothesis"] for o in _paired(bc_out, got)]
+                                         == [o["hypothesis"] for o in bc_out])
     out["significance_rule"] = BINARY_RULE if binary else BEATS_RULE
     out["n_bootstrap"], out["bootstrap_seed"] = n_bootstrap, seed
     out["test_sentences"] = len(sentences.get(sentence_key(last)) or [])
@@ -432,6 +439,12 @@ def verdict_text(v: dict) -> str:
                  "If the starting policy was not trained to convergence on this data (e.g. a model being adapted "
                  "to a new domain), set bootstrap.converge=true so ReST and the control both start from BC "
                  "continued on these references until patience stops it.")
+    if v.get("control_kept_start"):
+        s.append("No checkpoint of the control beat the starting policy on validation: more supervised steps on "
+                 "these human references do not improve it (it is converged on this data), so the control is BC "
+                 "and any gain ReST shows comes from its own samples.")
+    if v.get("rest_kept_start"):
+        s.append("No Improve step beat the starting policy on validation: the last ReST step is BC itself.")
     if not v["bleu_held"] and not v.get("binary_reward"):
         s.append(f"BLEU fell by more than {POINTS_TOLERANCE} against BC.")
     if v["reward_hacking"]:
