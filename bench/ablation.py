@@ -226,8 +226,9 @@ def config_drift(recorded: dict, flags: list[str]) -> list[str]:
     return drift
 
 
-def load_record(name: str, flags: list[str], out: str) -> dict | None:
-    """Arm ``name``'s finished record in ``out`` when it ran with exactly ``flags`` (else None)."""
+def load_record(name: str, flags: list[str], out: str, any_settings: bool = False) -> dict | None:
+    """Arm ``name``'s finished record in ``out`` when it ran with exactly ``flags`` (else None); with
+    ``any_settings`` also when today's defaults or starting weights differ from what it ran with."""
     from main_job import add_significance
 
     path = os.path.join(out, name, "arm.json")
@@ -237,6 +238,8 @@ def load_record(name: str, flags: list[str], out: str) -> dict | None:
         record = json.load(f)
     if record.get("flags") != flags:
         return None
+    if any_settings:
+        return {**record, "summary": add_significance(record["summary"], os.path.join(out, name))}
     drift = config_drift(record.get("summary", {}).get("config", {}), flags)
     from main_job import policy_sha256
 
@@ -376,16 +379,20 @@ def plot(rows: list[dict], path: str, quick: bool) -> None:
 
     fig, (ax, cost) = plt.subplots(1, 2, figsize=(13, max(3.2, 1.4 + 0.45 * len(rows))),
                                    gridspec_kw={"width_ratios": [1.2, 1]})
-    sides = (("bc", 0.12, "tab:blue", "o", "vs BC"), ("control", -0.12, "tab:orange", "s", "vs its control"))
+    sides = (("bc", 0.12, "tab:blue", "o", "vs BC"), ("control", -0.12, "tab:orange", "s", "vs its control"),
+             ("shipped", 0.3, "tab:green", "D", "vs the shipped BC (arms that converge their own)"))
+    labelled: set[str] = set()
     for k, r in enumerate(rows):
         y = len(rows) - 1 - k  # the table's order, top to bottom
         for other, dy, color, marker, label in sides:
-            d = r[f"vs_{other}"].get("test_chrf")
+            d = (r.get("vs_shipped_bc") or {}).get("rest", {}).get("test_chrf") if other == "shipped" \
+                else r[f"vs_{other}"].get("test_chrf")
             if not d:
                 continue
             lo, hi = d["ci"]
             err = [[d["delta"] - lo], [hi - d["delta"]]]
-            first = k == 0
+            first = other not in labelled
+            labelled.add(other)
             ax.errorbar(d["delta"], y + dy, xerr=err, fmt=marker, color=color, capsize=3, label=label if first else None)
             if r.get("cpu_s"):
                 cost.errorbar(r["cpu_s"], d["delta"], yerr=err, fmt=marker, color=color, capsize=3, alpha=0.8,
@@ -406,19 +413,20 @@ def plot(rows: list[dict], path: str, quick: bool) -> None:
     cost.set_xlabel("CPU seconds of the whole run (ReST and its control)")
     cost.set_ylabel("test chrF gain (points)")
     cost.set_title("gain against compute")
-    if rows:
-        ax.legend(loc="best", fontsize=8)
-        cost.legend(loc="best", fontsize=8)
-    fig.tight_layout()
+    if rows:  # one legend for both panels, below them: inside, it hides interval bars
+        handles, labels = ax.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def collect(out: str, quick: bool, extra: list[str]) -> list[dict]:
-    """Every arm of the table that finished in ``out`` with today's flags, in table order."""
+def collect(out: str, quick: bool, extra: list[str], any_settings: bool = False) -> list[dict]:
+    """Every arm of the table that finished in ``out`` with today's flags (and, unless ``any_settings``,
+    today's defaults and starting weights), in table order."""
     records = []
     for name in ARMS:
-        record = load_record(name, arm_flags(name, quick, out, extra), out)
+        record = load_record(name, arm_flags(name, quick, out, extra), out, any_settings)
         if record is not None:
             records.append(record)
     return records
@@ -461,9 +469,10 @@ def add_shipped_bc_comparison(records: list[dict], rows: list[dict]) -> None:
         by_arm[record["arm"]]["vs_shipped_bc"] = found
 
 
-def write_report(out: str, quick: bool, extra: list[str], failed: list[dict], info: dict) -> list[dict]:
+def write_report(out: str, quick: bool, extra: list[str], failed: list[dict], info: dict,
+                 any_settings: bool = False) -> list[dict]:
     """Write ``ablation.md``, ``ablation.json`` and ``ablation.png`` for the finished arms; return their rows."""
-    records = collect(out, quick, extra)
+    records = collect(out, quick, extra, any_settings)
     rows = [arm_row(r) for r in records]
     add_shipped_bc_comparison(records, rows)
     with open(os.path.join(out, "ablation.md"), "w", encoding="utf-8") as f:
@@ -491,6 +500,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse", action="store_true", help="re-read arms that already finished in the output directory")
     ap.add_argument("--report-only", action="store_true",
                     help="run nothing: write the report from the arms that finished in the output directory")
+    ap.add_argument("--any-settings", action="store_true",
+                    help="with --report-only: also report arms that ran under other defaults or starting weights "
+                         "(a study that spans a change; each row keeps the commit it ran at)")
     ap.add_argument("extra", nargs="*", help="more run-local flags for every arm (after --), e.g. --data.seed 14")
     args = ap.parse_args(argv)
     out = os.path.abspath(args.out)  # run-local runs from the repository root
@@ -513,7 +525,7 @@ def main(argv=None) -> int:
     failed = []
     if args.report_only:
         names = []
-        write_report(out, args.quick, args.extra, failed, info)
+        write_report(out, args.quick, args.extra, failed, info, any_settings=args.any_settings)
     for name in names:
         record = run_one(name, arm_flags(name, args.quick, out, args.extra), out, args.reuse, args.quick)
         if "failed" in record:
