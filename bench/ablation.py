@@ -13,6 +13,7 @@ those verdicts, with each arm's wall and CPU seconds, into one table and one plo
     python bench/ablation.py --arms baseline,no-references  # some arms
     python bench/ablation.py --reuse                        # continue: finished arms are re-read
     python bench/ablation.py --report-only                  # only the report of the finished arms
+    python bench/ablation.py --report-only --any-settings   # also arms run under other defaults/weights
     python bench/ablation.py --quick --output-dir /tmp/abl  # smoke run on tiny data (minutes)
     python bench/ablation.py --arms n16 -- --data.seed 14   # more run-local flags for every arm
 
