@@ -110,3 +110,13 @@ def emit(result: dict, out: str | None) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w", encoding="utf-8") as f:
             f.write(text + "\n")
+
+
+def compared_steps(summary: dict) -> tuple[dict, dict, dict]:
+    """A run summary's BC step, last ReST step (``verdict.last_step``) and control step; {} for one it lacks."""
+    steps = summary.get("steps", [])
+    last = (summary.get("verdict") or {}).get("last_step") or {}
+    bc = next((r for r in steps if not r.get("control") and r["g"] == 0), {})
+    rest = next((r for r in steps if not r.get("control") and r["g"] == last.get("g") and r["i"] == last.get("i")), {})
+    ctrl = next((r for r in steps if r.get("control")), {})
+    return bc, rest, ctrl

@@ -74,7 +74,7 @@ import json
 import os
 import sys
 
-from _common import DATA_DIR, ROOT, SHIPPED_POLICY, machine
+from _common import DATA_DIR, ROOT, SHIPPED_POLICY, compared_steps, machine
 
 # name -> (run-local flags, why the arm is in the study). The flags are only settings that
 # already exist in rest/config.py; `--list` checks each arm against it.
@@ -283,11 +283,8 @@ def arm_row(record: dict) -> dict:
     """The figures of one arm's last ReST step: metrics, Δ and 95 % intervals vs BC and vs the control, costs."""
     summary = record["summary"]
     v = summary.get("verdict") or {}
-    steps = summary.get("steps", [])
     last = v.get("last_step") or {}
-    rest = next((r for r in steps if not r.get("control") and r["g"] == last.get("g") and r["i"] == last.get("i")), {})
-    bc = next((r for r in steps if not r.get("control") and r["g"] == 0), {})
-    ctrl = next((r for r in steps if r.get("control")), {})
+    bc, rest, ctrl = compared_steps(summary)
     row = {"arm": record["arm"], "flags": record.get("flags", []), "why": record.get("why", ARMS.get(record["arm"], ("", ""))[1]),
            "last_step": last, "wall_s": record.get("wall_s"), "cpu_s": record.get("cpu_s"),
            "load_avg_1min_at_start": record.get("load_avg_1min_at_start"), "commit": record.get("commit"),
@@ -437,15 +434,10 @@ def _evaluated(summary: dict, which: str) -> list[dict] | None:
     """The test translations of a run's BC (``which="bc"``) or last ReST step (``"rest"``), from its evaluation."""
     from rest.services.files import read_jsonl
 
-    last = (summary.get("verdict") or {}).get("last_step") or {}
-    for step in summary.get("steps", []):
-        if step.get("control"):
-            continue
-        if (which == "bc" and step["g"] == 0) or (which == "rest" and step["g"] == last.get("g")
-                                                   and step["i"] == last.get("i")):
-            path = os.path.join(step.get("eval_path") or "", "translations.jsonl")
-            return list(read_jsonl(path)) if os.path.exists(path) else None
-    return None
+    bc, rest, _ = compared_steps(summary)
+    step = bc if which == "bc" else rest
+    path = os.path.join(step.get("eval_path") or "", "translations.jsonl")
+    return list(read_jsonl(path)) if step and os.path.exists(path) else None
 
 
 def add_shipped_bc_comparison(records: list[dict], rows: list[dict]) -> None:

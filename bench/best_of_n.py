@@ -30,24 +30,18 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import machine  # noqa: E402
+from _common import compared_steps, machine  # noqa: E402
 
 
 def policies(summary: dict) -> list[dict]:
     """BC, the last ReST step and the control of a run's ``summary.json``, in that order (control if it ran)."""
-    steps = summary["steps"]
-    last = summary["verdict"]["last_step"]
-    bc = next(s for s in steps if s["label"] == "bc")
-    rest = next(s for s in steps if not s["control"] and s["g"] == last["g"] and s["i"] == last["i"])
-    out = [dict(bc, role="BC"), dict(rest, role=f"ReST G{last['g']} I{last['i']}")]
-    control = next((s for s in steps if s["control"]), None)
-    if control is not None:
+    bc, rest, control = compared_steps(summary)
+    if not (bc and rest):
+        raise SystemExit("the run's summary.json names no BC step or no last ReST step: did the run finish?")
+    out = [dict(bc, role="BC"), dict(rest, role=f"ReST G{rest['g']} I{rest['i']}")]
+    if control:
         out.append(dict(control, role="references-only control"))
     return out
-
-
-def found_bc(summary: dict) -> dict:
-    return policies(summary)[0]
 
 
 def sample_rewards(policy: dict, rows: list[dict], reward: str, n: int, temperature: float, cfg: dict,
@@ -124,7 +118,7 @@ def run(args) -> dict:
         summary = json.load(f)
     cfg = summary["config"]
     # The test rows exactly as the run evaluated them (after its own data preparation and max_test).
-    evaluated = os.path.join(found_bc(summary)["eval_path"], "translations.jsonl")
+    evaluated = os.path.join(compared_steps(summary)[0]["eval_path"], "translations.jsonl")
     rows = [{"id": r["id"], "source": r["source"], "target": r["reference"]} for r in read_rows(evaluated)]
     rows = rows[:args.max_test] if args.max_test else rows
     if not rows:

@@ -42,16 +42,10 @@ BEFORE = ["--evaluate.backend", "hf", "--finetune.valid_backend", "hf", "--finet
 def policy_sha256(policy: str) -> str | None:
     """SHA-256 of a starting policy's weights (``model.safetensors``), None when it is not a local directory
     (trained from scratch, s3://, models:/): a record names the weights it started from, not only their path."""
-    import hashlib
+    from rest.services.files import sha256_file
 
     path = os.path.join(policy or "", "model.safetensors")
-    if not policy or not os.path.isfile(path):
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path) if policy and os.path.isfile(path) else None
 
 
 def seed_flags(seed: int) -> list[str]:
