@@ -451,12 +451,13 @@ def add_shipped_bc_comparison(records: list[dict], rows: list[dict]) -> None:
     if not own_bc or not shipped:
         return
     by_arm = {row["arm"]: row for row in rows}
+    cache: dict = {}  # the shipped BC's resamples, drawn once for every comparison
     for record in own_bc:
         found = {}
         for which in ("bc", "rest"):
             got = _evaluated(record["summary"], which)
             if got:
-                sig = compare(shipped, got, 1000, 12345, {})
+                sig = compare(shipped, got, 1000, 12345, cache)
                 found[which] = {key: {"delta": sig[key]["delta"], "ci": list(sig[key]["delta_ci"])}
                                 for key, _, _ in METRICS}
         by_arm[record["arm"]]["vs_shipped_bc"] = found
