@@ -101,6 +101,12 @@ ARMS: dict[str, tuple[list[str], str]] = {
               "at most the 2 best per source (with references: the reference and the best sample)"),
     "best1-no-references": (["--filter.max_per_source", "1", "--filter.keep_references", "false"],
                             "distil the best sample of each source only: the best-of-N sharpening lever"),
+    "chrf1": (["--score.reward", "chrf1"],
+              "reward chrF with beta 1: chrF's beta 2 favours long samples (best-of-8 picks ran 6 % longer than "
+              "the references), which lengthens the policy's output and costs BLEU"),
+    "best1-chrf1": (["--filter.max_per_source", "1", "--filter.keep_references", "false", "--score.reward", "chrf1"],
+                    "best1-no-references picking the best sample by chrF beta 1, so the distilled samples are not "
+                    "the longest ones"),
     "epochs1": (["--finetune.epochs", "1"], "one pass per Improve step: steps 2-3 never beat step 1 "
                                             "(the default since 2026-12-03, kept as an arm: its runs stay comparable)"),
     "epochs2": (["--finetune.epochs", "2"], "two passes per Improve step: the default until 2026-12-03"),

@@ -287,7 +287,8 @@ class ScoreConfig:
     """The reward R(x, y): a registered name, a learned reward model, or your own function."""
 
     reward: str = field(default="chrf", metadata=_help(
-        "Reward name: chrf, bleu (sentence-level sacrebleu vs the reference, in [0,1]), "
+        "Reward name: chrf, chrf1, bleu (sentence-level sacrebleu vs the reference, in [0,1]; chrf1 is chrF with "
+        "beta 1, which does not pay for length as chrf's recall-heavy beta 2 does), "
         "reward_model (see reward_model_path), or a dotted path 'module:function' (needs allow_code_reward)."))
     reward_model_path: str = field(default="", metadata=_help(
         "Learned reward model directory or s3:// URI used when reward=reward_model (train one with "
@@ -314,7 +315,7 @@ class ScoreConfig:
     def __post_init__(self):
         w = "score"
         _check_device(self.device, f"{w}.device")
-        _check(bool(self.reward), f"{w}.reward", "is empty; use chrf, bleu, reward_model, a verifiable reward "
+        _check(bool(self.reward), f"{w}.reward", "is empty; use chrf, chrf1, bleu, reward_model, a verifiable reward "
                "(exact_match, numeric, regex, python_tests, arithmetic) or module:function")
         _check(self.numeric_rel_tol >= 0, f"{w}.numeric_rel_tol", "must be >= 0, e.g. 1e-6")
         _check(self.sandbox_wall_seconds > 0, f"{w}.sandbox_wall_seconds", "must be > 0 seconds, e.g. 10")

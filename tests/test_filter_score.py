@@ -74,6 +74,16 @@ def test_score_streams_rewards_and_stats(tmp_path):
     assert stats["rows"] == 2 and sum(stats["histogram"]["counts"]) == 2
 
 
+def test_chrf1_weighs_precision_and_recall_alike():
+    """chrf1 is symmetric in candidate and reference, so a longer candidate earns nothing for its
+    length; chrf (beta 2) is not: it pays the candidate that covers the reference plus extra text."""
+    short, long = "Open the file.", "Open the file and then save all of the changes."
+    chrf1, chrf2 = get_reward("chrf1"), get_reward("chrf")
+    assert chrf1([""], [long], [short])[0] == pytest.approx(chrf1([""], [short], [long])[0])
+    assert chrf2([""], [long], [short])[0] > chrf2([""], [short], [long])[0]
+    assert chrf1([""], [short], [short])[0] == pytest.approx(1.0)
+
+
 def test_reward_registry_and_code_hook():
     assert get_reward("bleu")(["x"], ["a b c d"], ["a b c d"])[0] == pytest.approx(1.0)
     with pytest.raises(RewardError, match="allow_code_reward"):

@@ -38,6 +38,20 @@ def chrf_reward(sources, candidates, references) -> list[float]:
     return [metric.sentence_score(c, [r]).score / 100.0 for c, r in zip(candidates, references)]
 
 
+@register("chrf1")
+def chrf1_reward(sources, candidates, references) -> list[float]:
+    """Sentence chrF with beta 1 (character 6-grams, precision and recall weighted equally), in [0, 1].
+
+    chrF's default beta 2 weighs recall twice precision, so among a source's samples it prefers the
+    longer ones: picking the best of 8 by it lengthened the translations (test length ratio 1.05 ->
+    1.14 after one Improve step) and cost BLEU. With beta 1 a translation earns nothing for length.
+    """
+    from sacrebleu.metrics import CHRF
+
+    metric = CHRF(beta=1)
+    return [metric.sentence_score(c, [r]).score / 100.0 for c, r in zip(candidates, references)]
+
+
 @register("bleu")
 def bleu_reward(sources, candidates, references) -> list[float]:
     """Sentence BLEU (sacrebleu, effective order) against the reference, in [0, 1]."""
@@ -109,7 +123,7 @@ def names() -> list[str]:
 
 def other_metric(reward: str) -> str:
     """The held-out metric to watch beside a training reward (chrF ↔ BLEU)."""
-    return "bleu" if reward == "chrf" else "chrf"
+    return "bleu" if reward in ("chrf", "chrf1") else "chrf"
 
 
 def get_reward(name: str, reward_model_path: str = "", allow_code: bool = False,

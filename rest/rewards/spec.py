@@ -21,7 +21,7 @@ from rest.rewards.metrics import get_reward, is_binary, reward_options
 TRUE_METRIC_TOLERANCE: float = LoopConfig.hacking_tolerance
 POINTS_TOLERANCE: float = 0.5
 # Rewards that compare a candidate with its reference (sentence-level sacrebleu).
-REFERENCE_METRICS = ("chrf", "bleu")
+REFERENCE_METRICS = ("chrf", "chrf1", "bleu")
 
 
 def is_reward_hacking(reward_before: float | None, reward_after: float | None, metric_before: float | None,
