@@ -238,3 +238,19 @@ def test_bc_valid_reward_is_the_one_this_run_measured():
     assert rows[0]["valid_reward"] == 0.4123 and rows[0]["valid_reward_from"] == "g1/i1 step 0"
     assert rows[1]["valid_reward"] == 0.45 and rows[2]["valid_reward"] == 0.44
     assert summary.measured_bc_valid([bc])[0]["valid_reward"] == 0.4465  # no Improve step: the lineage's
+
+
+def test_summary_says_when_outputs_got_longer():
+    """A ReST step whose translations run longer than BC's (the chrF beta-2 reward pays for length) is
+    named in plain words, with the length against the references, and shows in the step table."""
+    r = rows({**POINT, "test_length_ratio": 1.14})
+    r[0]["test_length_ratio"] = 1.05
+    v = summary.verdict(r)
+    assert v["length_ratio"]["change"] == pytest.approx(1.14 / 1.05 - 1)
+    text = summary.verdict_text(v)
+    assert "8.6 % longer than BC's (length against the references 1.050 -> 1.140)" in text and "chrf1" in text
+    assert "| length |" in summary.markdown_table(r) and "| 1.140 |" in summary.markdown_table(r)
+    # Within the tolerance, or without lengths (an older report), nothing is said.
+    r[1]["test_length_ratio"] = 1.06
+    assert "longer than BC" not in summary.verdict_text(summary.verdict(r))
+    assert "length_ratio" not in summary.verdict(rows(POINT)) and "| length |" not in summary.markdown_table(rows(POINT))

@@ -49,11 +49,15 @@ def evaluate(policy_dir: str, test_path: str, cfg: EvaluateConfig, out_dir: str,
     translate_s = meter.elapsed()
     fn, true_fn = spec.functions()
     rewards = compute(fn, sources, hyps, refs)
+    bleu = BLEU().corpus_score(hyps, [refs])
     metrics = {
-        "test_bleu": BLEU().corpus_score(hyps, [refs]).score,
+        "test_bleu": bleu.score,
         "test_chrf": CHRF().corpus_score(hyps, [refs]).score,
         "test_reward": sum(rewards) / len(rewards),
         "test_sentences": len(rows),
+        # Output length against the references (BLEU's tokens): a reward that pays for length (chrF's beta 2
+        # weighs recall twice precision) shows up here first; the summary says so when it drifts.
+        "test_length_ratio": bleu.sys_len / max(1, bleu.ref_len),
         "reward": spec.reward,
     }
     binary = bool(getattr(fn, "binary", False))

@@ -34,6 +34,8 @@ BINARY_RULE = ("ReST \"beats\" a baseline only when the 95 % paired-bootstrap in
 BEATS_RULE = ("ReST \"beats\" a baseline only when the 95 % paired-bootstrap intervals of both the chrF "
               "difference and the mean-reward difference lie above 0 (BLEU is reported, not part of the rule)")
 COMPARED = (("test_chrf", "chrF", 2), ("test_reward", "reward", 4), ("test_bleu", "BLEU", 2))
+# The last ReST step's output length may drift this much (relative to BC's) before the summary says so.
+LENGTH_TOLERANCE = 0.03
 # Tasks whose time no row carries: no output of theirs reaches the summarize task with a time on it.
 UNTIMED_TASKS = ("validate", "prepare", "merge (sharded Grow)", "reward-model", "register (runs after summarize)",
                  "finish (the exit task, runs last)")
@@ -219,6 +221,9 @@ def verdict(rows: list[dict], sentences: dict[str, list[dict]] | None = None, n_
     out["n_bootstrap"], out["bootstrap_seed"] = n_bootstrap, seed
     out["test_sentences"] = len(sentences.get(sentence_key(last)) or [])
     out["bleu_held"] = out["test_bleu_vs_bc"] >= -POINTS_TOLERANCE
+    if base.get("test_length_ratio") and last.get("test_length_ratio"):
+        out["length_ratio"] = {"bc": base["test_length_ratio"], "rest": last["test_length_ratio"],
+                               "change": last["test_length_ratio"] / base["test_length_ratio"] - 1}
     # Reward hacking: the training reward rose while a held-out metric fell.
     reasons = {}
     for p, r in zip([base] + rest_rows, rest_rows):
@@ -337,10 +342,12 @@ def markdown_table(rows: list[dict]) -> str:
     true = any(r.get("test_true") is not None for r in rows)
     acc = any(r.get("test_accuracy") is not None for r in rows)  # a verifiable reward: accuracy columns
     hard = any(r.get("hard_reward") is not None for r in rows)
+    length = any(r.get("test_length_ratio") is not None for r in rows)  # older reports lack it
     head = ("| policy | g | i | τ | kept | test BLEU | test chrF | test reward | "
             + ("test accuracy | " if acc else "") + ("hard accuracy | " if acc and hard else "")
             + ("hard reward | " if hard and not acc else "")
-            + ("test true metric | " if true else "") + "valid reward | steps | wall s |")
+            + ("test true metric | " if true else "") + ("length | " if length else "")
+            + "valid reward | steps | wall s |")
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for r in rows:
         label = r["label"] + (" (rolled back)" if r.get("rolled_back") else "") + \
@@ -353,6 +360,7 @@ def markdown_table(rows: list[dict]) -> str:
             + ([_pct(r.get("hard_accuracy"))] if acc and hard else [])
             + ([_fmt(r.get("hard_reward"), 4)] if hard and not acc else [])
             + ([_fmt(r.get("test_true"), 4)] if true else [])
+            + ([_fmt(r.get("test_length_ratio"), 3)] if length else [])
             + [_fmt(r.get("valid_reward"), 4), str(r.get("optimizer_steps", 0)), _fmt(r.get("wall_s"), 0)]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -406,6 +414,22 @@ def control_wins(v: dict) -> list[str]:
     return [label for key, label, _ in compared if key in sig and sig[key]["delta_ci"][1] < 0]
 
 
+def length_words(v: dict) -> list[str]:
+    """Plain words when the last ReST step's outputs got longer or shorter than BC's by more than
+    :data:`LENGTH_TOLERANCE`: a reward can be raised by length alone (chrF's beta 2 pays for recall)."""
+    length = v.get("length_ratio")
+    if not length or abs(length["change"]) <= LENGTH_TOLERANCE or v.get("binary_reward"):
+        return []
+    words = [f"ReST's translations are {100 * abs(length['change']):.1f} % "
+             f"{'longer' if length['change'] > 0 else 'shorter'} than BC's (length against the references "
+             f"{length['bc']:.3f} -> {length['rest']:.3f})."]
+    if length["change"] > 0:
+        words.append("A recall-heavy reward pays for length: chrF with beta 2 (the chrf reward and the chrF column) "
+                     "weighs recall twice precision, so longer outputs can raise it while BLEU falls, and part of "
+                     "the gain may be length, not quality. The chrf1 reward (score.reward=chrf1) weighs both alike.")
+    return words
+
+
 def verdict_text(v: dict) -> str:
     """The verdict in plain words, control included, hiding nothing: intervals and the rule behind "beats"."""
     if not v:
@@ -447,6 +471,7 @@ def verdict_text(v: dict) -> str:
         s.append("No Improve step beat the starting policy on validation: the last ReST step is BC itself.")
     if not v["bleu_held"] and not v.get("binary_reward"):
         s.append(f"BLEU fell by more than {POINTS_TOLERANCE} against BC.")
+    s.extend(length_words(v))
     if v["reward_hacking"]:
         s.append("Possible reward hacking at: " + "; ".join(
             f"{k} ({', '.join(why)})" for k, why in v.get("reward_hacking_reasons", {}).items()) + ".")
