@@ -32,6 +32,8 @@ every arm so a stopped study loses nothing. Columns of the table, all of the arm
 ReST step (the verdict's ``last_step``: g=G, i=I) on the test split:
 
 - ``test BLEU / chrF / reward``: corpus BLEU and chrF (points), mean sentence reward;
+- ``length (BC)``: output length against the references (BLEU's token counts), BC's in brackets: a
+  reward that pays for length (chrF's beta 2) lengthens the outputs, raising chrF while BLEU falls;
 - ``kept``: the share of the grown set the last Improve step's filter kept;
 - ``steps``: optimizer steps since BC (the control got as many);
 - ``wall s`` / ``CPU s``: the whole run-local process (CPU: user + system seconds of it and
@@ -305,9 +307,26 @@ def arm_row(record: dict) -> dict:
         row[f"vs_{other}"] = {key: {"delta": sig[other][key]["delta"], "ci": list(sig[other][key]["delta_ci"]),
                                     "p_value": sig[other][key].get("p_value")}
                               for key, _, _ in METRICS if key in sig.get(other, {})}
+    row["length_ratio"] = {which: length_ratio(summary, which) for which in ("bc", "rest")}
     ci = row["vs_control"].get("test_chrf", {}).get("ci")
     row["mark"] = "" if not ci else "▲" if ci[0] > 0 else "▼" if ci[1] < 0 else ""
     return row
+
+
+def length_ratio(summary: dict, which: str) -> float | None:
+    """Output length against the references (BLEU's tokens) of a run's BC or last ReST step: its evaluation
+    reports it (``test_length_ratio``); a run from before that is measured from its test translations."""
+    bc, rest, _ = compared_steps(summary)
+    step = bc if which == "bc" else rest
+    if step.get("test_length_ratio") is not None:
+        return step["test_length_ratio"]
+    out = _evaluated(summary, which)
+    if not out:
+        return None
+    from sacrebleu.metrics import BLEU
+
+    bleu = BLEU().corpus_score([o["hypothesis"] for o in out], [[o["reference"] for o in out]])
+    return bleu.sys_len / max(1, bleu.ref_len)
 
 
 def _num(v, nd: int) -> str:
@@ -319,6 +338,11 @@ def _delta(d: dict | None, nd: int) -> str:
         return "–"
     lo, hi = d["ci"]
     return f"{d['delta']:+.{nd}f} [{lo:+.{nd}f}, {hi:+.{nd}f}]"
+
+
+def _length(row: dict) -> str:
+    got = row.get("length_ratio") or {}
+    return "–" if got.get("rest") is None else f"{got['rest']:.3f} ({_num(got.get('bc'), 3)})"
 
 
 def _yes(b) -> str:
@@ -338,13 +362,14 @@ def markdown(rows: list[dict], failed: list[dict], quick: bool, info: dict) -> s
     if bc:
         lines += [f"BC: test BLEU {_num(bc['test_bleu'], 2)}, chrF {_num(bc['test_chrf'], 2)}, "
                   f"reward {_num(bc['test_reward'], 4)}.", ""]
-    lines += ["| arm | mark | last step | test BLEU | test chrF | test reward | kept | steps | wall s | CPU s | load |"
-              " beats BC | beats control |", "|---" * 13 + "|"]
+    lines += ["| arm | mark | last step | test BLEU | test chrF | test reward | length (BC) | kept | steps | wall s |"
+              " CPU s | load | beats BC | beats control |", "|---" * 14 + "|"]
     for r in rows:
         s = r["last_step"]
         kept = "–" if r["kept_fraction"] is None else f"{100 * r['kept_fraction']:.1f}%"
         lines.append(f"| {r['arm']} | {r['mark']} | g{s.get('g', '?')} i{s.get('i', '?')} | {_num(r['test_bleu'], 2)} | "
-                     f"{_num(r['test_chrf'], 2)} | {_num(r['test_reward'], 4)} | {kept} | {r['optimizer_steps']} | "
+                     f"{_num(r['test_chrf'], 2)} | {_num(r['test_reward'], 4)} | {_length(r)} | {kept} | "
+                     f"{r['optimizer_steps']} | "
                      f"{_num(r['wall_s'], 0)} | {_num(r['cpu_s'], 0)} | {_num(r['load_avg_1min_at_start'], 2)} | "
                      f"{_yes(r['beats_bc'])} | {_yes(r['beats_control'])} |")
     head = " | ".join(f"{label} Δ vs {other}" for other in ("BC", "control") for _, label, _ in METRICS)
