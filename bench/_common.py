@@ -120,3 +120,14 @@ def compared_steps(summary: dict) -> tuple[dict, dict, dict]:
     rest = next((r for r in steps if not r.get("control") and r["g"] == last.get("g") and r["i"] == last.get("i")), {})
     ctrl = next((r for r in steps if r.get("control")), {})
     return bc, rest, ctrl
+
+
+def evaluated_translations(summary: dict, which: str) -> list[dict] | None:
+    """The test translations of a run's BC (``which="bc"``) or last ReST step (``"rest"``), from its
+    evaluation's output (the step row's ``eval_path``); None where the run's files are gone."""
+    from rest.services.files import read_jsonl
+
+    bc, rest, _ = compared_steps(summary)
+    step = bc if which == "bc" else rest
+    path = os.path.join(step.get("eval_path") or "", "translations.jsonl")
+    return list(read_jsonl(path)) if step and os.path.exists(path) else None

@@ -76,7 +76,7 @@ import json
 import os
 import sys
 
-from _common import DATA_DIR, ROOT, SHIPPED_POLICY, compared_steps, machine
+from _common import DATA_DIR, ROOT, SHIPPED_POLICY, compared_steps, evaluated_translations, machine
 
 # name -> (run-local flags, why the arm is in the study). The flags are only settings that
 # already exist in rest/config.py; `--list` checks each arm against it.
@@ -103,6 +103,10 @@ ARMS: dict[str, tuple[list[str], str]] = {
               "at most the 2 best per source (with references: the reference and the best sample)"),
     "best1-no-references": (["--filter.max_per_source", "1", "--filter.keep_references", "false"],
                             "distil the best sample of each source only: the best-of-N sharpening lever"),
+    "all-sources-best1": (["--data.grow_sources", "0", "--sample.num_samples", "4", "--filter.max_per_source", "1",
+                           "--filter.keep_references", "false"],
+                          "best1-no-references over every training source (x N=4): about eight times the distilled "
+                          "samples of the 3,000-source Grow, for twice its sampling"),
     "chrf1": (["--score.reward", "chrf1"],
               "reward chrF with beta 1: chrF's beta 2 favours long samples (best-of-8 picks ran 6 % longer than "
               "the references), which lengthens the policy's output and costs BLEU"),
@@ -320,7 +324,7 @@ def length_ratio(summary: dict, which: str) -> float | None:
     step = bc if which == "bc" else rest
     if step.get("test_length_ratio") is not None:
         return step["test_length_ratio"]
-    out = _evaluated(summary, which)
+    out = evaluated_translations(summary, which)
     if not out:
         return None
     from sacrebleu.metrics import BLEU
@@ -461,16 +465,6 @@ def collect(out: str, quick: bool, extra: list[str], any_settings: bool = False)
     return records
 
 
-def _evaluated(summary: dict, which: str) -> list[dict] | None:
-    """The test translations of a run's BC (``which="bc"``) or last ReST step (``"rest"``), from its evaluation."""
-    from rest.services.files import read_jsonl
-
-    bc, rest, _ = compared_steps(summary)
-    step = bc if which == "bc" else rest
-    path = os.path.join(step.get("eval_path") or "", "translations.jsonl")
-    return list(read_jsonl(path)) if step and os.path.exists(path) else None
-
-
 def add_shipped_bc_comparison(records: list[dict], rows: list[dict]) -> None:
     """Arms that train their own BC first (``--bootstrap.converge``) are compared by their summary with *that*
     BC; this adds their BC and their last ReST step against the shipped BC (paired bootstrap over the same test
@@ -478,7 +472,7 @@ def add_shipped_bc_comparison(records: list[dict], rows: list[dict]) -> None:
     from rest.steps.summary import compare
 
     own_bc = [r for r in records if CONVERGE_FLAG in r.get("flags", [])]
-    shipped = next((_evaluated(r["summary"], "bc") for r in records if CONVERGE_FLAG not in r.get("flags", [])), None)
+    shipped = next((evaluated_translations(r["summary"], "bc") for r in records if CONVERGE_FLAG not in r.get("flags", [])), None)
     if not own_bc or not shipped:
         return
     by_arm = {row["arm"]: row for row in rows}
@@ -486,7 +480,7 @@ def add_shipped_bc_comparison(records: list[dict], rows: list[dict]) -> None:
     for record in own_bc:
         found = {}
         for which in ("bc", "rest"):
-            got = _evaluated(record["summary"], which)
+            got = evaluated_translations(record["summary"], which)
             if got:
                 sig = compare(shipped, got, 1000, 12345, cache)
                 found[which] = {key: {"delta": sig[key]["delta"], "ci": list(sig[key]["delta_ci"])}

@@ -32,7 +32,7 @@ import json
 import os
 import sys
 
-from _common import DATA_DIR, ROOT, SHIPPED_POLICY, machine
+from _common import DATA_DIR, ROOT, SHIPPED_POLICY, compared_steps, evaluated_translations, machine
 
 # Page shares by hash: train [0, 0.5), valid [0.5, 0.7), test [0.7, 1).
 SHARES = (("train", 0.5), ("valid", 0.7), ("test", 1.0))
@@ -90,21 +90,12 @@ def arm_flags(name: str, data: dict[str, str], quick: bool, extra: list[str]) ->
     return flags + ARMS[name] + list(extra)
 
 
-def bc_comparison(given_dir: str, converge_dir: str) -> dict | None:
-    """Converged BC vs the given BC on the test split: paired bootstrap over the same sentences."""
-    import glob
-
-    from rest.services.files import read_jsonl
+def bc_comparison(given: dict, converge: dict) -> dict | None:
+    """Converged BC vs the given BC on the test split (two arms' run summaries): paired bootstrap over
+    the same sentences."""
     from rest.steps.summary import compare
 
-    def bc_sentences(arm_dir):
-        for report in glob.glob(os.path.join(arm_dir, "pipeline_root", "*", "evaluate-op*", "report")):
-            rows = list(read_jsonl(os.path.join(report, "rows.jsonl")))
-            if rows and rows[-1]["g"] == 0 and not rows[-1]["control"]:
-                return list(read_jsonl(os.path.join(report, "eval", "translations.jsonl")))
-        return None
-
-    a, b = bc_sentences(given_dir), bc_sentences(converge_dir)
+    a, b = evaluated_translations(given, "bc"), evaluated_translations(converge, "bc")
     return compare(a, b, 1000, 12345, {}) if a and b else None
 
 
@@ -121,12 +112,8 @@ def converged_training(arm_dir: str) -> dict | None:
 
 
 def _row(summary: dict, which: str) -> dict:
-    steps = summary["steps"]
-    if which == "bc":
-        return next(r for r in steps if r["g"] == 0 and not r["control"])
-    if which == "control":
-        return next((r for r in steps if r["control"]), {})
-    return [r for r in steps if r["g"] > 0 and not r["control"]][-1]
+    bc, rest, ctrl = compared_steps(summary)
+    return {"bc": bc, "rest": rest, "control": ctrl}[which]
 
 
 def _ci(sig: dict | None, key: str, nd: int) -> str:
@@ -210,7 +197,7 @@ def main(argv=None) -> int:
             records[name] = run_arm(name, [], out, True, [])
         else:
             continue
-        bc_sig = bc_comparison(os.path.join(out, "given"), os.path.join(out, "converge")) \
+        bc_sig = bc_comparison(records["given"]["summary"], records["converge"]["summary"]) \
             if {"given", "converge"} <= set(records) else None
         text = report(records, out, info, data, bc_sig)
     print(text)
