@@ -113,6 +113,10 @@ ARMS: dict[str, tuple[list[str], str]] = {
     "best1-chrf1": (["--filter.max_per_source", "1", "--filter.keep_references", "false", "--score.reward", "chrf1"],
                     "best1-no-references picking the best sample by chrF beta 1, so the distilled samples are not "
                     "the longest ones"),
+    "best1-chrf1-g2": (["--filter.max_per_source", "1", "--filter.keep_references", "false", "--score.reward", "chrf1",
+                        "--loop.grow_steps", "2"],
+                       "best1-chrf1 with a second Grow from the improved policy: does distilling the best sample "
+                       "compound?"),
     "epochs1": (["--finetune.epochs", "1"], "one pass per Improve step: steps 2-3 never beat step 1 "
                                             "(the default since 2026-12-03, kept as an arm: its runs stay comparable)"),
     "epochs2": (["--finetune.epochs", "2"], "two passes per Improve step: the default until 2026-12-03"),
