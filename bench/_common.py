@@ -131,3 +131,22 @@ def evaluated_translations(summary: dict, which: str) -> list[dict] | None:
     step = bc if which == "bc" else rest
     path = os.path.join(step.get("eval_path") or "", "translations.jsonl")
     return list(read_jsonl(path)) if step and os.path.exists(path) else None
+
+
+def check_run_local_args(args: list[str]) -> None:
+    """Parse ``args`` as ``python pipeline.py run-local`` would, before a bench script clears an output
+    directory or spends hours: a flag run-local does not take (say ``--report-only`` after ``--``) stops
+    here with run-local's own message instead of failing every arm."""
+    import contextlib
+    import io
+
+    from pipeline import build_parser
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            build_parser().parse_args(["run-local", *args])
+    except SystemExit as e:
+        if e.code:
+            raise SystemExit(f"these run-local flags do not parse: {' '.join(args)}\n"
+                             + err.getvalue().strip().splitlines()[-1]) from None

@@ -76,7 +76,8 @@ import json
 import os
 import sys
 
-from _common import DATA_DIR, ROOT, SHIPPED_POLICY, compared_steps, evaluated_translations, machine
+from _common import (DATA_DIR, ROOT, SHIPPED_POLICY, check_run_local_args, compared_steps, evaluated_translations,
+                     machine)
 
 # name -> (run-local flags, why the arm is in the study). The flags are only settings that
 # already exist in rest/config.py; `--list` checks each arm against it.
@@ -199,13 +200,14 @@ def check_flags(flags: list[str]):
     returns the resolved run config."""
     from rest.config import load_config
 
+    check_run_local_args(flags)
     overrides, k = {}, 0
     while k < len(flags):
         flag = flags[k]
         if flag.startswith("--") and "." in flag and k + 1 < len(flags):
             overrides[flag[2:]] = flags[k + 1]
             k += 2
-        else:  # a run-local option (--train PATH, --no-tracking): run-local itself checks it
+        else:  # a run-local option (--train PATH, --no-tracking): parsed above
             k += 1
     return load_config(None, overrides)
 

@@ -27,12 +27,13 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 
-from _common import ROOT, machine
+from _common import ROOT, check_run_local_args, machine
 
 # The main job's settings when issue #17 was filed: Hugging Face generate() for the test
 # evaluation and the validation checks, two epochs per Improve step.
@@ -61,12 +62,15 @@ def run_arm(name: str, flags: list[str], out: str, reuse: bool, extra: list[str]
             print(f"[{name}] reused {record_path}", flush=True)
             record = json.load(f)
         return {**record, "summary": add_significance(record["summary"], arm_dir)}
-    if os.path.exists(arm_dir):  # a fresh run: no embedded MLflow store or artifacts from before
-        import shutil
-
-        shutil.rmtree(arm_dir)
-    os.makedirs(arm_dir)
     cmd = [sys.executable, os.path.join(ROOT, "pipeline.py"), "run-local", "--output-dir", arm_dir, *flags, *extra]
+    check_run_local_args(cmd[3:])  # before anything of an earlier run is moved
+    # A fresh run gets an empty directory (no embedded MLflow store or artifacts from before); an earlier
+    # run stays beside it until this one has finished, and comes back if this one fails.
+    previous = arm_dir + ".previous"
+    shutil.rmtree(previous, ignore_errors=True)
+    if os.path.exists(arm_dir):
+        os.rename(arm_dir, previous)
+    os.makedirs(arm_dir)
     print(f"[{name}] {' '.join(cmd[1:])}", flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = os.getloadavg()[0]
@@ -76,7 +80,14 @@ def run_arm(name: str, flags: list[str], out: str, reuse: bool, extra: list[str]
     wall = time.time() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if rc != 0:
-        raise SystemExit(f"[{name}] failed (exit {rc}); see {os.path.join(arm_dir, 'stdout.log')}")
+        failed = arm_dir + ".failed"
+        shutil.rmtree(failed, ignore_errors=True)
+        os.rename(arm_dir, failed)
+        if os.path.exists(previous):
+            os.rename(previous, arm_dir)
+        raise SystemExit(f"[{name}] failed (exit {rc}); see {os.path.join(failed, 'stdout.log')}"
+                         + (f"; the earlier run is back in {arm_dir}" if os.path.exists(arm_dir) else ""))
+    shutil.rmtree(previous, ignore_errors=True)
     with open(os.path.join(arm_dir, "summary.json"), encoding="utf-8") as f:
         summary = add_significance(json.load(f), arm_dir)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,

@@ -441,3 +441,21 @@ def test_ablation_compares_a_converged_bc_with_the_shipped_one(tmp_path):
     assert set(got) == {"bc", "rest"}
     assert got["bc"]["test_reward"]["delta"] == pytest.approx(1.0)
     assert got["rest"]["test_chrf"]["delta"] > 0 and got["rest"]["test_chrf"]["ci"][0] > 0
+
+
+def test_a_failed_bench_run_gives_the_earlier_run_back(tmp_path):
+    """A bench arm run again (no --reuse) keeps the earlier finished run until the new one has
+    finished: a run-local failure brings it back, and flags run-local does not take stop before
+    anything is moved."""
+    import main_job
+
+    arm = tmp_path / "arm"
+    arm.mkdir()
+    (arm / "summary.json").write_text('{"earlier": true}')
+    with pytest.raises(SystemExit, match="do not parse"):
+        main_job.run_arm("arm", ["--report-only"], str(tmp_path), False, [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arm"]
+    with pytest.raises(SystemExit, match="the earlier run is back"):
+        main_job.run_arm("arm", ["--no-tracking", "--train", str(tmp_path / "missing.tsv")], str(tmp_path), False, [])
+    assert (arm / "summary.json").read_text() == '{"earlier": true}'
+    assert "validate" in (tmp_path / "arm.failed" / "stdout.log").read_text()
