@@ -6,7 +6,9 @@ directory, no task cache) once per arm, one after another so they do not share t
 
 - ``before``: the settings the main job had when issue #17 was filed (test evaluation and the
   validation checks on Hugging Face ``generate()``, two epochs per Improve step:
-  ``--evaluate.backend hf --finetune.valid_backend hf --finetune.epochs 2``), seed 13 — the
+  ``--evaluate.backend hf --finetune.valid_backend hf --finetune.epochs 2``, and every sample
+  above τ with the references, by chrF: ``--score.reward chrf --filter.max_per_source 0
+  --filter.keep_references true``), seed 13 — the
   side-by-side baseline for the wall-time figure;
 - ``seed<S>`` for each ``--seeds`` value: today's defaults with every seed that shapes a
   run set to S (``data.seed``: which 3,000 sources Grow samples for; ``sample.seed``;
@@ -37,7 +39,9 @@ from _common import ROOT, check_run_local_args, machine
 
 # The main job's settings when issue #17 was filed: Hugging Face generate() for the test
 # evaluation and the validation checks, two epochs per Improve step.
-BEFORE = ["--evaluate.backend", "hf", "--finetune.valid_backend", "hf", "--finetune.epochs", "2"]
+BEFORE = ["--evaluate.backend", "hf", "--finetune.valid_backend", "hf", "--finetune.epochs", "2",
+          # the filter and reward of that time (the defaults until 2026-12-03)
+          "--score.reward", "chrf", "--filter.max_per_source", "0", "--filter.keep_references", "true"]
 
 
 def policy_sha256(policy: str) -> str | None:

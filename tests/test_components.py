@@ -32,7 +32,9 @@ def no_services(monkeypatch):
 @pytest.fixture(scope="module")
 def run_config() -> dict:
     cfg = load_config(None, {"data.grow_sources": "8", "sample.num_samples": "2", "sample.max_length_ratio": "0.5",
-                             "filter.thresholds": "0.05,0.1", "finetune.epochs": "1"})
+                             "filter.thresholds": "0.05,0.1", "finetune.epochs": "1",
+                             # a tiny random model's samples score about 0: only the references pass
+                             "filter.keep_references": "true"})
     assert isinstance(cfg, RunConfig)
     return cfg.to_dict()
 
@@ -57,7 +59,7 @@ def test_components_chain_on_tiny_artifacts(tmp_path, tiny_data, tiny_policy, ru
 
     scored = artifact(dsl.Dataset, tmp_path / "scored")
     components.score_op.python_func(config=cfg["score"], grow_step=1, grown=grown, scored=scored)
-    assert scored.metadata["rows"] == 24 and scored.metadata["reward"] == "chrf"
+    assert scored.metadata["rows"] == 24 and scored.metadata["reward"] == "chrf1"
     assert scored.metadata["sample_wall_s"] > 0  # Grow's time rides along to the summary
 
     filtered = artifact(dsl.Dataset, tmp_path / "filtered")

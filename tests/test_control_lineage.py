@@ -56,8 +56,8 @@ def test_run_from_champion_gives_the_control_only_this_runs_steps(champion, tiny
     rc = pipeline.main(["run-local", "--output-dir", str(out), "--train", tiny_data["train"],
                         "--valid", tiny_data["valid"], "--test", tiny_data["test"], "--policy", champion,
                         "--data.grow_sources", "12", "--sample.num_samples", "2", "--sample.max_length_ratio", "0.5",
-                        "--filter.thresholds", "0.05", "--finetune.epochs", "1", "--loop.register", "false",
-                        "--loop.model_name", MODEL])
+                        "--filter.thresholds", "0.05", "--filter.keep_references", "true", "--finetune.epochs", "1",
+                        "--loop.register", "false", "--loop.model_name", MODEL])
     assert rc == 0
     rows = read_json(str(out / "summary.json"))["steps"]
     infos = {r["label"]: policy_info(r["model_path"]) for r in rows}

@@ -50,7 +50,8 @@ def chain(root: str, policy: str, inputs: dict, seed: int = 13) -> dict:
     res = {"sample": grow(policy, inputs["grow"], SampleConfig(num_samples=3, max_length_ratio=1.0, threads=1,
                                                                seed=seed), out["grown"], 1)}
     res["score"] = score(out["grown"], ScoreConfig(reward="chrf", batch_size=16), out["scored"])
-    res["filter"] = filter_scored(out["scored"], FilterConfig(thresholds=[0.3, 0.5], guard="off"), 1,
+    res["filter"] = filter_scored(out["scored"], FilterConfig(thresholds=[0.3, 0.5], guard="off",
+                                                                     max_per_source=0, keep_references=True), 1,
                                   out["filtered"])
     info = improve(policy, out["filtered"], inputs["valid"], FinetuneConfig(batch_tokens=256, epochs=1, threads=1,
                                                                             seed=seed), 1, out["policy"])

@@ -28,11 +28,22 @@ def grown_dir(tmp_path, rewards_by_source):
 
 def test_global_threshold_keeps_what_passes(tmp_path):
     d, mean = grown_dir(tmp_path, {"a": [0.1, 0.5, 0.9], "b": [0.2, 0.95, 0.3]})
-    stats = filter_scored(d, FilterConfig(thresholds=[0.8, 0.9], guard="off"), 2, str(tmp_path / "f"))
+    # The paper's filter (no cap per source) with the references beside the samples.
+    paper = FilterConfig(thresholds=[0.8, 0.9], guard="off", max_per_source=0, keep_references=True)
+    stats = filter_scored(d, paper, 2, str(tmp_path / "f"))
     kept = list(read_jsonl(str(tmp_path / "f" / "data.jsonl")))
     assert {r["candidate"] for r in kept if r["origin"] == "sample"} == {"c2", "c1"}
     assert stats["kept"] == 4 and stats["kept_references"] == 2
     assert stats["mean_reward_kept"] > stats["mean_reward_all"]
+
+
+def test_default_filter_keeps_each_sources_best_sample_that_passes(tmp_path):
+    d, _ = grown_dir(tmp_path, {"a": [0.1, 0.85, 0.9], "b": [0.2, 0.5, 0.3]})
+    stats = filter_scored(d, FilterConfig(thresholds=[0.8, 0.9], guard="off"), 1, str(tmp_path / "f"))
+    kept = list(read_jsonl(str(tmp_path / "f" / "data.jsonl")))
+    # a's best sample only (not its second that also passes, not its reference); b has none above 0.8.
+    assert [(r["source_id"], r["candidate"], r["origin"]) for r in kept] == [("a", "c2", "sample")]
+    assert stats["kept_references"] == 0
 
 
 def test_guard_raises_threshold_above_mean_or_errors(tmp_path):

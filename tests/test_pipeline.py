@@ -76,7 +76,7 @@ def test_tiny_rest_run_through_kfp_local(tmp_path, tiny_data, tiny_policy):
         "run-local", "--no-tracking", "--output-dir", str(out), "--train", tiny_data["train"], "--valid", tiny_data["valid"],
         "--test", tiny_data["test"], "--source-column", "de", "--target-column", "en", "--policy", tiny_policy,
         "--data.grow_sources", "12", "--sample.num_samples", "2", "--sample.max_length_ratio", "0.5",
-        "--filter.thresholds", "0.05,0.1", "--finetune.epochs", "1",
+        "--filter.thresholds", "0.05,0.1", "--filter.keep_references", "true", "--finetune.epochs", "1",
         "--sample.num_shards", "2",  # Grow fans out over two sampling tasks and merges them
         "--evaluate.best_of_n", "4"])
     assert rc == 0

@@ -18,7 +18,7 @@ def tiny_args(tiny_data, tiny_policy, out):
     return ["run-local", "--output-dir", str(out), "--train", tiny_data["train"], "--valid", tiny_data["valid"],
             "--test", tiny_data["test"], "--policy", tiny_policy, "--data.grow_sources", "12",
             "--sample.num_samples", "2", "--sample.max_length_ratio", "0.5", "--filter.thresholds", "0.05,0.1",
-            "--finetune.epochs", "1", "--loop.model_name", MODEL]
+            "--filter.keep_references", "true", "--finetune.epochs", "1", "--loop.model_name", MODEL]
 
 
 @pytest.fixture

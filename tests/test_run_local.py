@@ -26,7 +26,7 @@ def tiny(tiny_data, tiny_policy, out, test=None):
     return ["run-local", "--output-dir", str(out), "--train", tiny_data["train"], "--valid", tiny_data["valid"],
             "--test", test or tiny_data["test"], "--policy", tiny_policy, "--data.grow_sources", "12",
             "--sample.num_samples", "2", "--sample.max_length_ratio", "0.5", "--filter.thresholds", "0.05",
-            "--finetune.epochs", "1", "--loop.control", "false", "--loop.register", "false"]
+            "--filter.keep_references", "true", "--finetune.epochs", "1", "--loop.control", "false", "--loop.register", "false"]
 
 
 def run_cli(args, env):

@@ -193,7 +193,7 @@ CASES = [
     ("checkpoint_every zero", cfg("finetune", checkpoint_every=0), r"finetune\.checkpoint_every: is 0; must be >= 1"),
     ("negative warm-up", cfg("finetune", warmup_steps=-5), r"finetune\.warmup_steps: is -5; must be >= 0"),
     # -- rewards ---------------------------------------------------------------------------
-    ("unknown reward", cfg("score", reward="chrF++"), r"score\.reward: unknown reward 'chrF\+\+'; known: arithmetic, bleu, chrf, exact_match"),
+    ("unknown reward", cfg("score", reward="chrF++"), r"score\.reward: unknown reward 'chrF\+\+'; known: arithmetic, bleu, chrf, chrf1, exact_match"),
     ("dotted reward not allowed", cfg("score", reward="os:system"),
      r"score\.reward: 'os:system' is a dotted path: it runs code, so set score\.allow_code_reward=true"),
     ("dotted reward does not import", cfg("score", reward="no_such_module_xyz:fn", allow_code_reward=True),
