@@ -140,12 +140,16 @@ def check_run_local_args(args: list[str]) -> None:
     import contextlib
     import io
 
-    from pipeline import build_parser
+    import importlib.util
 
+    # By path: `pipeline` may name bench/pipeline.py (the overhead bench) on this sys.path.
+    spec = importlib.util.spec_from_file_location("rest_pipeline_cli", os.path.join(ROOT, "pipeline.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            build_parser().parse_args(["run-local", *args])
+            cli.build_parser().parse_args(["run-local", *args])
     except SystemExit as e:
         if e.code:
             raise SystemExit(f"these run-local flags do not parse: {' '.join(args)}\n"

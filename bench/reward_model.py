@@ -226,11 +226,14 @@ def run_case(name: str, data_files: dict, base: str | None, args, out: str) -> d
 
     def rest_run(label, scored_dir, spec, thresholds, per_source=False):
         policy, steps, row = base, 0, {"thresholds": thresholds, "kept": [], "filter": "global"}
-        fcfg = FilterConfig(thresholds=thresholds, guard="off")
+        # The paper's filter with the references, as every figure of this bench was measured (the default
+        # filter since 2026-12-03 keeps one sample per source and no references).
+        fcfg = FilterConfig(thresholds=thresholds, guard="off", max_per_source=0, keep_references=True)
         if per_source:  # each source keeps its own top share: source-only text cannot be crowded out
             row["filter"] = "per-source"
             fcfg = FilterConfig(mode="percentile", thresholds=[k / 10.0 for k in range(1, len(keep) + 1)],
-                                percentiles=[100.0 * (1.0 - k) for k in keep], guard="off")
+                                percentiles=[100.0 * (1.0 - k) for k in keep], guard="off", max_per_source=0,
+                                keep_references=True)
         for i in range(1, len(thresholds) + 1):
             fdir, pdir = os.path.join(work, f"{label}-filter-{i}"), os.path.join(work, f"{label}-policy-{i}")
             fs = staged(row, f"filter{i}", os.path.join(work, f"bench-{label}-filter-{i}.json"),
