@@ -256,8 +256,10 @@ def config_drift(recorded: dict, flags: list[str]) -> list[str]:
 
 
 def load_record(name: str, flags: list[str], out: str, any_settings: bool = False) -> dict | None:
-    """Arm ``name``'s finished record in ``out`` when it ran with exactly ``flags`` (else None); with
-    ``any_settings`` also when today's defaults or starting weights differ from what it ran with."""
+    """Arm ``name``'s finished record in ``out`` when it ran with the settings that today's defaults plus
+    ``flags`` give, from today's starting weights (else None) — the settings, not the flags' spelling: an
+    arm whose flags now pin what used to be the default is still the same run. With ``any_settings`` any
+    finished record of the arm."""
     from main_job import add_significance
 
     path = os.path.join(out, name, "arm.json")
@@ -265,8 +267,6 @@ def load_record(name: str, flags: list[str], out: str, any_settings: bool = Fals
         return None
     with open(path, encoding="utf-8") as f:
         record = json.load(f)
-    if record.get("flags") != flags:
-        return None
     if any_settings:
         return {**record, "summary": add_significance(record["summary"], os.path.join(out, name))}
     drift = config_drift(record.get("summary", {}).get("config", {}), flags)
@@ -279,7 +279,7 @@ def load_record(name: str, flags: list[str], out: str, any_settings: bool = Fals
         drift.append("the starting policy's weights differ from " + os.path.relpath(start, ROOT)
                      + "'s today" + ("" if record.get("policy_sha256") else " (the record predates weight hashes)"))
     if drift:
-        print(f"[{name}] its defaults changed since it ran ({'; '.join(drift)}): running it again", flush=True)
+        print(f"[{name}] its record ran under other settings ({'; '.join(drift)}): not reused", flush=True)
         return None
     return {**record, "summary": add_significance(record["summary"], os.path.join(out, name))}
 
@@ -294,7 +294,7 @@ def run_one(name: str, flags: list[str], out: str, reuse: bool, quick: bool) -> 
             print(f"[{name}] reused {os.path.join(out, name, 'arm.json')}", flush=True)
             return record
         if os.path.exists(os.path.join(out, name, "arm.json")):
-            print(f"[{name}] its arm.json ran with other flags: running it again", flush=True)
+            print(f"[{name}] its arm.json is not of today's settings: running it again", flush=True)
     try:
         # main_job.run_arm: fresh output directory, CPU seconds from RUSAGE_CHILDREN, arm.json.
         record = run_arm(name, flags, out, reuse=False, extra=[])
@@ -471,13 +471,14 @@ def plot(rows: list[dict], path: str, quick: bool) -> None:
 
 
 def collect(out: str, quick: bool, extra: list[str], any_settings: bool = False) -> list[dict]:
-    """Every arm of the table that finished in ``out`` with today's flags (and, unless ``any_settings``,
-    today's defaults and starting weights), in table order."""
+    """Every arm of the table that finished in ``out`` with today's settings and starting weights (any,
+    with ``any_settings``), in table order, each named by its folder (a main-job run linked in as an arm
+    keeps the arm's name)."""
     records = []
     for name in ARMS:
         record = load_record(name, arm_flags(name, quick, out, extra), out, any_settings)
         if record is not None:
-            records.append(record)
+            records.append({**record, "arm": name})
     return records
 
 
