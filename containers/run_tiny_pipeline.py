@@ -61,7 +61,7 @@ CONTAINER_SECURITY = dict(
 # pod gets from the compiled pipeline and the cluster's Secrets.
 FORWARD_PREFIXES = ("REST_", "MLFLOW_", "AWS_")
 TINY_FLAGS = ["--data.grow_sources", "12", "--sample.num_samples", "2", "--sample.max_length_ratio", "0.5",
-              "--filter.thresholds", "0.05,0.1", "--finetune.epochs", "1"]
+              "--filter.thresholds", "0.05,0.1", "--filter.keep_references", "true", "--finetune.epochs", "1"]
 INPUT_FLAGS = ("--train", "--valid", "--test", "--policy", "--sources", "--reward-model")
 
 PROBE = r"""

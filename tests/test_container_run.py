@@ -30,7 +30,7 @@ sys.path.insert(0, CONTAINERS)
 pytestmark = [pytest.mark.container]
 MODEL = "rest-container"
 TINY = ["--data.grow_sources", "12", "--sample.num_samples", "2", "--sample.max_length_ratio", "0.5",
-        "--filter.thresholds", "0.05,0.1", "--finetune.epochs", "1"]
+        "--filter.thresholds", "0.05,0.1", "--filter.keep_references", "true", "--finetune.epochs", "1"]
 BUILD_TIMEOUT = 3600
 
 
