@@ -47,8 +47,9 @@ ReST step (the verdict's ``last_step``: g=G, i=I) on the test split:
 
 The plot shows each arm's chrF gain over BC and over its control with the 95 % intervals.
 
-Cost (measured 2026-12-03, 2 cores): the baseline is the main job, about 600 CPU s and 7-9 minutes
-wall (epochs2, the earlier default: 913 CPU s, 10 minutes; best1-no-references 386 CPU s).
+Cost (measured 2026-12-03, 2 cores): the baseline is the main job, about 365 CPU s and 5 minutes
+wall (previous-default about 700 CPU s and 9 minutes, its epochs2 variant 913 CPU s, 10 minutes;
+best1-chrf1-g2 about 700 CPU s; all-sources-best1 about 1,000).
 The other arms, estimated from what they change: temp-*, the filter arms (no-references,
 percentile, best*), no-lr-decay and rest-em about the baseline; epochs2 1.5x; n16 about
 1.5x (Grow samples and scores twice as many candidates, and more are kept); n32 about 2.5x;
