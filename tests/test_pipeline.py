@@ -133,6 +133,7 @@ def test_learned_reward_without_a_model_adds_its_training_task(tmp_path):
 
 
 @pytest.mark.pipeline
+@pytest.mark.slow  # 70-75 s; the wiring is checked at compile time above, the reward model in test_reward_model
 def test_learned_reward_on_source_only_text_through_kfp_local(tmp_path, tiny_data, tiny_policy):
     """Source-only text joins Grow; a reward model trained in the run scores it; true chrF is reported beside."""
     sources = tmp_path / "mono.txt"
