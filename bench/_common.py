@@ -1,6 +1,7 @@
 """Shared helpers of the bench scripts: the machine description, default paths, timing."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -133,6 +134,18 @@ def evaluated_translations(summary: dict, which: str) -> list[dict] | None:
     return list(read_jsonl(path)) if step and os.path.exists(path) else None
 
 
+@functools.lru_cache(maxsize=1)
+def _run_local_cli():
+    """pipeline.py as a module, loaded once and by path: `pipeline` may name bench/pipeline.py (the
+    overhead bench) on this sys.path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rest_pipeline_cli", os.path.join(ROOT, "pipeline.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    return cli
+
+
 def check_run_local_args(args: list[str]) -> None:
     """Parse ``args`` as ``python pipeline.py run-local`` would, before a bench script clears an output
     directory or spends hours: a flag run-local does not take (say ``--report-only`` after ``--``) stops
@@ -140,16 +153,10 @@ def check_run_local_args(args: list[str]) -> None:
     import contextlib
     import io
 
-    import importlib.util
-
-    # By path: `pipeline` may name bench/pipeline.py (the overhead bench) on this sys.path.
-    spec = importlib.util.spec_from_file_location("rest_pipeline_cli", os.path.join(ROOT, "pipeline.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            cli.build_parser().parse_args(["run-local", *args])
+            _run_local_cli().build_parser().parse_args(["run-local", *args])
     except SystemExit as e:
         if e.code:
             raise SystemExit(f"these run-local flags do not parse: {' '.join(args)}\n"

@@ -347,7 +347,7 @@ class FilterConfig:
     max_per_source: int = field(default=1, metadata=_help(
         "Keep at most this many best candidates per source (0 = no cap, the paper's filter; ReST-EM uses 10). "
         "1: distil each source's best sample if it passes the threshold: on the bundled data, from a converged "
-        "BC, the only recipe that beat BC (BENCHMARKS.md, issue 15)."))
+        "BC, the recipe that gained over BC with BLEU never falling (BENCHMARKS.md, issue 15)."))
     keep_references: bool = field(default=False, metadata=_help(
         "References go through the same filter as samples (they score 1.0 under a reference-based reward). Off: "
         "Improve trains on the policy's own samples only, as in the paper; with them, the kept set at high "

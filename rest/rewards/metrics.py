@@ -29,13 +29,17 @@ def register(name: str):
     return wrap
 
 
+def _sentence_chrf(candidates, references, beta: int) -> list[float]:
+    from sacrebleu.metrics import CHRF
+
+    metric = CHRF(beta=beta)
+    return [metric.sentence_score(c, [r]).score / 100.0 for c, r in zip(candidates, references)]
+
+
 @register("chrf")
 def chrf_reward(sources, candidates, references) -> list[float]:
     """Sentence chrF (sacrebleu, character 6-grams, beta 2) against the reference, in [0, 1]."""
-    from sacrebleu.metrics import CHRF
-
-    metric = CHRF()
-    return [metric.sentence_score(c, [r]).score / 100.0 for c, r in zip(candidates, references)]
+    return _sentence_chrf(candidates, references, beta=2)
 
 
 @register("chrf1")
@@ -46,10 +50,7 @@ def chrf1_reward(sources, candidates, references) -> list[float]:
     longer ones: picking the best of 8 by it lengthened the translations (test length ratio 1.05 ->
     1.14 after one Improve step) and cost BLEU. With beta 1 a translation earns nothing for length.
     """
-    from sacrebleu.metrics import CHRF
-
-    metric = CHRF(beta=1)
-    return [metric.sentence_score(c, [r]).score / 100.0 for c, r in zip(candidates, references)]
+    return _sentence_chrf(candidates, references, beta=1)
 
 
 @register("bleu")
